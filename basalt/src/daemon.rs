@@ -1,0 +1,374 @@
+//! The daemons: flags in, components wired together, signals handled.
+
+use anyhow::{Context, Result};
+use basalt_kernel_agent as agent;
+use basalt_kernel_master as master;
+use basalt_kernel_store::{Embedded, Store};
+use clap::Args;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Args, Clone)]
+pub(crate) struct DataDir {
+    /// Where state lives [default: $XDG_DATA_HOME/basalt or ~/.local/share/basalt].
+    #[arg(long, env = "BASALT_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+impl DataDir {
+    fn resolve(&self) -> PathBuf {
+        if let Some(d) = &self.data_dir {
+            return d.clone();
+        }
+        if let Ok(x) = std::env::var("XDG_DATA_HOME") {
+            if !x.is_empty() {
+                return PathBuf::from(x).join("basalt");
+            }
+        }
+        match std::env::var("HOME") {
+            Ok(h) if !h.is_empty() => PathBuf::from(h).join(".local/share/basalt"),
+            _ => PathBuf::from("/var/lib/basalt"),
+        }
+    }
+}
+
+#[derive(Args, Clone)]
+pub(crate) struct MasterFlags {
+    /// Agents silent this long become unreachable, and their tasks TASK_UNREACHABLE.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration, env = "BASALT_AGENT_TIMEOUT")]
+    agent_timeout: Duration,
+    /// How often agents heartbeat.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    heartbeat_interval: Duration,
+    /// Unreachable agents are removed after this; their tasks become TASK_LOST or TASK_GONE.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    unreachable_timeout: Duration,
+    /// What tasks of removed agents become: lost or gone.
+    #[arg(long, default_value = "lost", value_parser = ["lost", "gone"])]
+    unreachable_policy: String,
+    /// Time agents have to re-register after a master restart.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    agent_reregister_timeout: Duration,
+    /// Batch allocation interval.
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+    allocation_interval: Duration,
+    /// Outstanding offers are rescinded after this.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    offer_timeout: Duration,
+    /// Role weights: `dev=1,prod=3`.
+    #[arg(long)]
+    weights: Option<String>,
+    /// Allowed roles, comma separated (default: any).
+    #[arg(long)]
+    roles: Option<String>,
+    /// Cluster name.
+    #[arg(long, default_value = "basalt")]
+    cluster: String,
+}
+
+impl MasterFlags {
+    fn config(&self, hostname: &str, port: u16) -> Result<master::Config> {
+        let mut core = master::CoreConfig {
+            agent_timeout: self.agent_timeout,
+            heartbeat_interval: self.heartbeat_interval,
+            unreachable_timeout: self.unreachable_timeout,
+            unreachable_policy: if self.unreachable_policy == "gone" {
+                master::UnreachablePolicy::Gone
+            } else {
+                master::UnreachablePolicy::Lost
+            },
+            agent_reregister_timeout: self.agent_reregister_timeout,
+            allocation_interval: self.allocation_interval,
+            offer_timeout: self.offer_timeout,
+            hostname: hostname.to_owned(),
+            port,
+            cluster: self.cluster.clone(),
+            ..Default::default()
+        };
+        if let Some(w) = &self.weights {
+            for part in w.split(',').filter(|p| !p.trim().is_empty()) {
+                let (role, weight) = part
+                    .split_once('=')
+                    .with_context(|| format!("--weights: '{part}' is not role=weight"))?;
+                let weight: f64 = weight
+                    .trim()
+                    .parse()
+                    .with_context(|| format!("--weights: bad weight in '{part}'"))?;
+                anyhow::ensure!(
+                    weight.is_finite() && weight > 0.0,
+                    "--weights: weights must be positive"
+                );
+                core.weights.insert(role.trim().to_owned(), weight);
+            }
+        }
+        if let Some(r) = &self.roles {
+            core.roles = r
+                .split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect();
+        }
+        Ok(master::Config {
+            core,
+            ..Default::default()
+        })
+    }
+}
+
+#[derive(Args, Clone)]
+pub(crate) struct AgentFlags {
+    /// Resources to advertise, Mesos syntax: `cpus:4;mem:4096;disk:10000;ports:[31000-32000]`
+    /// [default: detected from the host].
+    #[arg(long, env = "BASALT_RESOURCES")]
+    resources: Option<String>,
+    /// Attributes: `rack:r1;zone:a`.
+    #[arg(long)]
+    attributes: Option<String>,
+    /// Hostname the agent advertises (lets several agents on one machine look like hosts).
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Seconds between SIGTERM and SIGKILL when killing a task.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    kill_grace_period: Duration,
+    /// Turn off cgroup isolation.
+    #[arg(long)]
+    no_cgroups: bool,
+}
+
+impl AgentFlags {
+    fn config(&self, work_dir: PathBuf, ip: &str, default_host: &str) -> Result<agent::Config> {
+        let mut attributes = BTreeMap::new();
+        if let Some(a) = &self.attributes {
+            for part in a.split(';').filter(|p| !p.trim().is_empty()) {
+                let (k, v) = part
+                    .split_once(':')
+                    .with_context(|| format!("--attributes: '{part}' is not name:value"))?;
+                attributes.insert(k.trim().to_owned(), v.trim().to_owned());
+            }
+        }
+        if let Some(r) = &self.resources {
+            basalt_api::RoleResources::parse(r).context("--resources")?;
+        }
+        Ok(agent::Config {
+            work_dir,
+            hostname: self
+                .hostname
+                .clone()
+                .unwrap_or_else(|| default_host.to_owned()),
+            advertise_ip: ip.to_owned(),
+            resources: self.resources.clone(),
+            attributes,
+            kill_grace_period: self.kill_grace_period,
+            cgroups: if self.no_cgroups {
+                agent::CgroupsMode::Off
+            } else {
+                agent::CgroupsMode::Auto
+            },
+            ..Default::default()
+        })
+    }
+}
+
+#[derive(Args)]
+pub(crate) struct UpArgs {
+    #[command(flatten)]
+    data: DataDir,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1", env = "BASALT_IP")]
+    ip: String,
+    #[arg(long, default_value_t = 5050)]
+    master_port: u16,
+    #[arg(long, default_value_t = 5051)]
+    agent_port: u16,
+    /// Write the bound addresses here as JSON once serving.
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+    #[command(flatten)]
+    master: MasterFlags,
+    #[command(flatten)]
+    agent: AgentFlags,
+}
+
+#[derive(Args)]
+pub(crate) struct MasterArgs {
+    #[command(flatten)]
+    data: DataDir,
+    #[arg(long, default_value = "127.0.0.1", env = "BASALT_IP")]
+    ip: String,
+    #[arg(long, default_value_t = 5050)]
+    port: u16,
+    /// Hostname the master advertises.
+    #[arg(long)]
+    hostname: Option<String>,
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+    #[command(flatten)]
+    master: MasterFlags,
+}
+
+#[derive(Args)]
+pub(crate) struct AgentArgs {
+    #[command(flatten)]
+    data: DataDir,
+    /// The master's URL.
+    #[arg(long, env = "BASALT_MASTER", default_value = "http://127.0.0.1:5050")]
+    master: String,
+    #[arg(long, default_value = "127.0.0.1", env = "BASALT_IP")]
+    ip: String,
+    #[arg(long, default_value_t = 5051)]
+    port: u16,
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+    #[command(flatten)]
+    agent: AgentFlags,
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+async fn bind(ip: &str, port: u16, what: &str) -> Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind((ip, port))
+        .await
+        .with_context(|| format!("cannot listen on {ip}:{port} for the {what} (is another basalt running? use --{what}-port)"))
+}
+
+fn shutdown_on_signals(token: CancellationToken) {
+    tokio::spawn(async move {
+        let term = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = term => {},
+        }
+        tracing::info!("stopping");
+        token.cancel();
+    });
+}
+
+fn write_ready(path: &Option<PathBuf>, v: serde_json::Value) -> Result<()> {
+    if let Some(p) = path {
+        let tmp = p.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(&v)?)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, p).with_context(|| format!("writing {}", p.display()))?;
+    }
+    Ok(())
+}
+
+fn open_store(dir: &Path) -> Result<Arc<dyn Store>> {
+    let s = Embedded::open(&dir.join("master").join("registry.redb"))
+        .context("opening the master's store")?;
+    Ok(Arc::new(s))
+}
+
+fn master_deps(
+    listener: tokio::net::TcpListener,
+    store: Arc<dyn Store>,
+    token: &CancellationToken,
+) -> master::Deps {
+    let id = uuid::Uuid::new_v4();
+    let seed = id.as_u128() as u64;
+    master::Deps {
+        http: listener,
+        store,
+        master_id: id.to_string(),
+        seed,
+        shutdown: token.clone(),
+    }
+}
+
+pub(crate) async fn up(a: UpArgs) -> Result<()> {
+    let dir = a.data.resolve();
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let token = CancellationToken::new();
+    shutdown_on_signals(token.clone());
+    let host = host_name();
+    let ml = bind(&a.ip, a.master_port, "master").await?;
+    let al = bind(&a.ip, a.agent_port, "agent").await?;
+    let mport = ml.local_addr()?.port();
+    let aport = al.local_addr()?.port();
+    let master_url = format!("http://{}:{mport}", a.ip);
+    let agent_url = format!("http://{}:{aport}", a.ip);
+    let store = open_store(&dir)?;
+    let mcfg = a.master.config(&a.ip, mport)?;
+    let acfg = a.agent.config(dir.join("agent"), &a.ip, &host)?;
+    let (_handle, mtask) = master::start(mcfg, master_deps(ml, store, &token)).await?;
+    let adeps = agent::Deps {
+        http: al,
+        master: basalt_api::Client::new(&master_url),
+        shutdown: token.clone(),
+    };
+    let atask = tokio::spawn(agent::serve(acfg, adeps));
+    write_ready(
+        &a.ready_file,
+        serde_json::json!({"master": master_url, "agent": agent_url, "data_dir": dir}),
+    )?;
+    eprintln!("Basalt is up.");
+    eprintln!("  master:   {master_url}   (Mesos API: {master_url}/master/state)");
+    eprintln!("  agent:    {agent_url}");
+    eprintln!("  data dir: {}", dir.display());
+    eprintln!("Try: basalt run -- echo hello   |   basalt node list   |   Ctrl-C to stop");
+    let (m, ag) = tokio::join!(mtask, atask);
+    token.cancel();
+    m.context("master task")??;
+    ag.context("agent task")??;
+    Ok(())
+}
+
+pub(crate) async fn master(a: MasterArgs) -> Result<()> {
+    let dir = a.data.resolve();
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let token = CancellationToken::new();
+    shutdown_on_signals(token.clone());
+    let l = bind(&a.ip, a.port, "master").await?;
+    let port = l.local_addr()?.port();
+    let url = format!("http://{}:{port}", a.ip);
+    let host = a.hostname.clone().unwrap_or_else(|| a.ip.clone());
+    let cfg = a.master.config(&host, port)?;
+    let store = open_store(&dir)?;
+    let (_h, task) = master::start(cfg, master_deps(l, store, &token)).await?;
+    write_ready(
+        &a.ready_file,
+        serde_json::json!({"master": url, "data_dir": dir}),
+    )?;
+    tracing::info!(url = %url, "master serving");
+    task.await.context("master task")??;
+    Ok(())
+}
+
+pub(crate) async fn agent(a: AgentArgs) -> Result<()> {
+    let dir = a.data.resolve();
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let token = CancellationToken::new();
+    shutdown_on_signals(token.clone());
+    let l = bind(&a.ip, a.port, "agent").await?;
+    let port = l.local_addr()?.port();
+    let url = format!("http://{}:{port}", a.ip);
+    let cfg = a.agent.config(dir.join("agent"), &a.ip, &host_name())?;
+    write_ready(
+        &a.ready_file,
+        serde_json::json!({"agent": url, "data_dir": dir}),
+    )?;
+    let deps = agent::Deps {
+        http: l,
+        master: basalt_api::Client::new(&a.master),
+        shutdown: token,
+    };
+    tracing::info!(url = %url, master = %a.master, "agent serving");
+    agent::serve(cfg, deps).await?;
+    Ok(())
+}

@@ -1,0 +1,95 @@
+//! The one `basalt` binary: daemons (`basalt up`, `basalt master`, `basalt agent`) and the
+//! user CLI (`basalt node list`, `basalt task list|log`, `basalt run`).
+//!
+//! Owns: flags, environment, config files, logging, process signals, output formatting.
+//! Never: holds business logic; every decision is in a component crate.
+
+#![allow(clippy::print_stdout, clippy::disallowed_methods)]
+
+mod cli;
+mod daemon;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "basalt",
+    version,
+    about = "Basalt: a batteries-included datacenter operating system"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start a working single-node cluster (master + agent) in this process.
+    Up(daemon::UpArgs),
+    /// Run a master.
+    Master(daemon::MasterArgs),
+    /// Run an agent that joins a master.
+    Agent(daemon::AgentArgs),
+    /// Agents of the cluster.
+    Node {
+        #[command(subcommand)]
+        cmd: cli::NodeCmd,
+    },
+    /// Tasks of the cluster.
+    Task {
+        #[command(subcommand)]
+        cmd: cli::TaskCmd,
+    },
+    /// Launch one task, stream its states, exit with its exit code (like mesos-execute).
+    Run(cli::RunArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let daemon = matches!(cli.cmd, Cmd::Up(_) | Cmd::Master(_) | Cmd::Agent(_));
+    init_logging(daemon);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let code = rt.block_on(async move {
+        let r = match cli.cmd {
+            Cmd::Up(a) => daemon::up(a).await.map(|()| 0),
+            Cmd::Master(a) => daemon::master(a).await.map(|()| 0),
+            Cmd::Agent(a) => daemon::agent(a).await.map(|()| 0),
+            Cmd::Node { cmd } => cli::node(cmd).await.map(|()| 0),
+            Cmd::Task { cmd } => cli::task(cmd).await.map(|()| 0),
+            Cmd::Run(a) => cli::run(a).await,
+        };
+        match r {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                1
+            }
+        }
+    });
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    std::process::exit(code);
+}
+
+fn init_logging(daemon: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if daemon { "info" } else { "warn" };
+    let filter = EnvFilter::try_from_env("BASALT_LOG").unwrap_or_else(|_| EnvFilter::new(default));
+    let json = std::env::var("BASALT_LOG_FORMAT").is_ok_and(|v| v == "json");
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}

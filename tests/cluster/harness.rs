@@ -1,0 +1,469 @@
+//! Real `basalt` processes on 127.0.0.1 with port 0, temp data dirs and ready files.
+
+#![allow(dead_code)]
+
+use basalt_api::scheduler::{
+    Accept, Acknowledge, Call, CallType, EventType, Filters, FrameworkInfo, Operation, SchedulerApi,
+};
+use basalt_api::task::CommandInfo;
+use basalt_api::{Client, FrameworkId, Resources, RoleResources, TaskId, TaskInfo, TaskState};
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_basalt")
+}
+
+/// Scales every deadline on slow machines.
+pub fn patience() -> f64 {
+    std::env::var("BASALT_TEST_PATIENCE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1.0)
+}
+
+pub fn secs(n: u64) -> Duration {
+    Duration::from_secs_f64(n as f64 * patience())
+}
+
+/// Polls `probe` with backoff until it says yes; past `deadline` fails naming what it
+/// awaited and the probe's last answer.
+pub async fn eventually<F, Fut, T>(what: &str, deadline: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>, String>>,
+{
+    let end = tokio::time::Instant::now() + deadline;
+    let mut delay = Duration::from_millis(50);
+    let mut last = String::from("never probed");
+    loop {
+        match probe().await {
+            Ok(Some(v)) => return v,
+            Ok(None) => last = "not yet".into(),
+            Err(e) => last = e,
+        }
+        if tokio::time::Instant::now() >= end {
+            panic!("timed out after {deadline:?} waiting for {what}; last answer: {last}");
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(500));
+    }
+}
+
+pub fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("basalt-it-{name}-{}", uuid_like()));
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d
+}
+
+fn uuid_like() -> String {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{}-{t}", std::process::id())
+}
+
+pub struct Proc {
+    pub child: Child,
+    pub args: Vec<String>,
+    pub ready: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(args: &[String], ready: &Path, log: &Path) -> Proc {
+        let _ = std::fs::remove_file(ready);
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .expect("log file");
+        let child = Command::new(bin())
+            .args(args)
+            .env("BASALT_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log fd"))
+            .stderr(out)
+            .spawn()
+            .expect("spawn basalt");
+        Proc {
+            child,
+            args: args.to_vec(),
+            ready: ready.to_owned(),
+            log: log.to_owned(),
+        }
+    }
+
+    pub async fn ready(&self, key: &str) -> String {
+        let path = self.ready.clone();
+        let key = key.to_owned();
+        let log = self.log.clone();
+        eventually(&format!("ready file {}", path.display()), secs(30), || {
+            let path = path.clone();
+            let key = key.clone();
+            let log = log.clone();
+            async move {
+                match std::fs::read(&path) {
+                    Ok(b) => {
+                        let v: serde_json::Value =
+                            serde_json::from_slice(&b).map_err(|e| e.to_string())?;
+                        Ok(v.get(&key).and_then(|u| u.as_str()).map(str::to_owned))
+                    }
+                    Err(_) => Err(std::fs::read_to_string(&log)
+                        .unwrap_or_default()
+                        .chars()
+                        .rev()
+                        .take(800)
+                        .collect::<String>()
+                        .chars()
+                        .rev()
+                        .collect()),
+                }
+            }
+        })
+        .await
+    }
+
+    pub fn signal(&mut self, sig: i32) {
+        let pid = self.child.id() as i32;
+        // SAFETY: sending a signal to our own child process.
+        unsafe {
+            libc::kill(pid, sig);
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn respawn(&mut self) {
+        let (args, ready, log) = (self.args.clone(), self.ready.clone(), self.log.clone());
+        *self = Proc::spawn(&args, &ready, &log);
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub master: Proc,
+    pub master_url: String,
+    pub agents: Vec<Proc>,
+    pub agent_urls: Vec<String>,
+}
+
+pub const MASTER_FLAGS: &[&str] = &[
+    "--agent-timeout",
+    "3s",
+    "--heartbeat-interval",
+    "500ms",
+    "--allocation-interval",
+    "50ms",
+    "--agent-reregister-timeout",
+    "20s",
+];
+
+impl Cluster {
+    pub async fn start(name: &str, agents: usize) -> Cluster {
+        let dir = temp_dir(name);
+        let mut args: Vec<String> = vec!["master".into(), "--port".into(), "0".into()];
+        args.extend([
+            "--data-dir".into(),
+            dir.join("master").display().to_string(),
+        ]);
+        args.extend([
+            "--ready-file".into(),
+            dir.join("master.ready").display().to_string(),
+        ]);
+        args.extend(MASTER_FLAGS.iter().map(|s| s.to_string()));
+        let master = Proc::spawn(&args, &dir.join("master.ready"), &dir.join("master.log"));
+        let master_url = master.ready("master").await;
+        // Later restarts must come back on the same port: agents know this URL.
+        let port = master_url.rsplit(':').next().unwrap_or("0").to_owned();
+        let mut m = master;
+        m.args[2] = port;
+        let mut c = Cluster {
+            dir,
+            master: m,
+            master_url,
+            agents: Vec::new(),
+            agent_urls: Vec::new(),
+        };
+        for i in 0..agents {
+            c.add_agent(i).await;
+        }
+        let want = agents;
+        let client = c.client();
+        eventually("all agents registered", secs(30), || {
+            let client = client.clone();
+            async move {
+                let s = client.slaves().await.map_err(|e| e.to_string())?;
+                Ok((s.slaves.iter().filter(|a| a.active).count() == want).then_some(()))
+            }
+        })
+        .await;
+        c
+    }
+
+    async fn add_agent(&mut self, i: usize) {
+        let d = self.dir.join(format!("agent{i}"));
+        let args: Vec<String> = vec![
+            "agent".into(),
+            "--master".into(),
+            self.master_url.clone(),
+            "--port".into(),
+            "0".into(),
+            "--hostname".into(),
+            format!("agent-{i}.test"),
+            "--data-dir".into(),
+            d.display().to_string(),
+            "--resources".into(),
+            "cpus:4;mem:4096;disk:1000;ports:[31000-31999]".into(),
+            "--attributes".into(),
+            format!("rack:r{}", i % 2),
+            "--kill-grace-period".into(),
+            "1s".into(),
+            "--ready-file".into(),
+            self.dir
+                .join(format!("agent{i}.ready"))
+                .display()
+                .to_string(),
+        ];
+        let p = Proc::spawn(
+            &args,
+            &self.dir.join(format!("agent{i}.ready")),
+            &self.dir.join(format!("agent{i}.log")),
+        );
+        let url = p.ready("agent").await;
+        // A restarted agent must keep its port so the master's record of it stays true.
+        let mut p = p;
+        p.args[4] = url.rsplit(':').next().unwrap_or("0").to_owned();
+        self.agents.push(p);
+        self.agent_urls.push(url);
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(&self.master_url)
+    }
+
+    pub async fn restart_master(&mut self) {
+        self.master.kill9();
+        self.master.respawn();
+        let url = self.master.ready("master").await;
+        assert_eq!(url, self.master_url, "master came back on its port");
+    }
+
+    pub async fn restart_agent(&mut self, i: usize) {
+        self.agents[i].kill9();
+        self.agents[i].respawn();
+        self.agents[i].ready("agent").await;
+    }
+
+    pub async fn task_states(&self) -> HashMap<String, (String, String)> {
+        match self.client().master_state().await {
+            Ok(s) => s
+                .all_tasks()
+                .map(|t| (t.id.clone(), (t.state.clone(), t.slave_id.clone())))
+                .collect(),
+            Err(_) => HashMap::new(),
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        // Tasks run in their own sessions and outlive agents by design: clean them up.
+        for a in &mut self.agents {
+            a.kill9();
+        }
+        kill_processes_under(&self.dir);
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// A minimal framework over the HTTP scheduler API that launches shell tasks and records
+/// the states it is told.
+pub struct TestFramework {
+    pub client: Client,
+    pub id: FrameworkId,
+    pub stream: String,
+    pub states: Arc<Mutex<HashMap<String, basalt_api::TaskStatus>>>,
+    queue: Arc<Mutex<Vec<(String, String, Resources)>>>,
+    pub per_offer: usize,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestFramework {
+    pub async fn start(
+        client: Client,
+        name: &str,
+        id: Option<FrameworkId>,
+        per_offer: usize,
+    ) -> TestFramework {
+        let info = FrameworkInfo {
+            name: name.into(),
+            id,
+            failover_timeout: 600.0,
+            checkpoint: true,
+            ..Default::default()
+        };
+        let sub = client.subscribe(info).await.expect("subscribe");
+        let states: Arc<Mutex<HashMap<String, basalt_api::TaskStatus>>> = Arc::default();
+        let queue: Arc<Mutex<Vec<(String, String, Resources)>>> = Arc::default();
+        let (id, stream) = (sub.framework_id.clone(), sub.stream_id.clone());
+        let task = tokio::spawn(run_framework(
+            client.clone(),
+            sub,
+            states.clone(),
+            queue.clone(),
+            per_offer,
+        ));
+        TestFramework {
+            client,
+            id,
+            stream,
+            states,
+            queue,
+            per_offer,
+            task,
+        }
+    }
+
+    pub fn launch(&self, id: &str, cmd: &str, cpus: f64, mem: f64) {
+        self.queue
+            .lock()
+            .expect("queue")
+            .push((id.into(), cmd.into(), Resources::new(cpus, mem)));
+    }
+
+    pub fn state(&self, id: &str) -> Option<TaskState> {
+        self.states.lock().expect("states").get(id).map(|s| s.state)
+    }
+
+    pub fn status(&self, id: &str) -> Option<basalt_api::TaskStatus> {
+        self.states.lock().expect("states").get(id).cloned()
+    }
+
+    pub async fn call(&self, call: Call) {
+        self.client
+            .call(&self.stream, call)
+            .await
+            .expect("call accepted");
+    }
+
+    pub fn stop(self) {
+        self.task.abort();
+    }
+}
+
+async fn run_framework(
+    client: Client,
+    mut sub: basalt_api::scheduler::Subscription,
+    states: Arc<Mutex<HashMap<String, basalt_api::TaskStatus>>>,
+    queue: Arc<Mutex<Vec<(String, String, Resources)>>>,
+    per_offer: usize,
+) {
+    let fw = sub.framework_id.clone();
+    while let Some(ev) = sub.events.recv().await {
+        match ev.kind {
+            EventType::Offers => {
+                for o in ev.offers.map(|o| o.offers).unwrap_or_default() {
+                    let mut left = RoleResources::from_wire(&o.resources)
+                        .map(|r| r.total())
+                        .unwrap_or_default();
+                    let mut tasks = Vec::new();
+                    {
+                        let mut q = queue.lock().expect("queue");
+                        while tasks.len() < per_offer && !q.is_empty() && left.contains(&q[0].2) {
+                            let (id, cmd, res) = q.remove(0);
+                            left = left.sub(&res);
+                            tasks.push(TaskInfo {
+                                name: id.clone(),
+                                task_id: TaskId::new(id),
+                                agent_id: o.agent_id.clone(),
+                                resources: res.to_wire("*"),
+                                command: Some(CommandInfo {
+                                    value: Some(cmd),
+                                    shell: true,
+                                    ..Default::default()
+                                }),
+                                container: None,
+                                health_check: None,
+                                kill_policy: None,
+                                labels: None,
+                                discovery: None,
+                                data: None,
+                            });
+                        }
+                    }
+                    let mut call = Call::new(Some(fw.clone()), CallType::Accept);
+                    call.accept = Some(Accept {
+                        offer_ids: vec![o.id.clone()],
+                        operations: if tasks.is_empty() {
+                            vec![]
+                        } else {
+                            vec![Operation::launch(tasks)]
+                        },
+                        filters: Some(Filters {
+                            refuse_seconds: Some(0.2),
+                        }),
+                    });
+                    let _ = client.call(&sub.stream_id, call).await;
+                }
+            }
+            EventType::Update => {
+                if let Some(u) = ev.update {
+                    let st = u.status;
+                    if let (Some(uuid), Some(agent)) = (st.uuid.clone(), st.agent_id.clone()) {
+                        let mut call = Call::new(Some(fw.clone()), CallType::Acknowledge);
+                        call.acknowledge = Some(Acknowledge {
+                            agent_id: agent,
+                            task_id: st.task_id.clone(),
+                            uuid,
+                        });
+                        let _ = client.call(&sub.stream_id, call).await;
+                    }
+                    states
+                        .lock()
+                        .expect("states")
+                        .insert(st.task_id.to_string(), st);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Kills every process whose working directory is under `dir` (tasks run in sandboxes
+/// there, in their own sessions).
+pub fn kill_processes_under(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if let Ok(cwd) = std::fs::read_link(e.path().join("cwd")) {
+            if cwd.starts_with(dir) {
+                // SAFETY: plain kill(2) on a pid we just looked up.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+    }
+}
