@@ -13,6 +13,8 @@ struct H {
     m: Master,
     now: Timestamp,
     token: u64,
+    /// Registered agents that `advance_alive` keeps heartbeating.
+    alive: Vec<AgentId>,
 }
 
 fn ms(n: u64) -> Duration {
@@ -34,6 +36,7 @@ impl H {
             m: Master::new(cfg, "m1".into(), 7, T0, records),
             now: T0,
             token: 0,
+            alive: Vec::new(),
         }
     }
 
@@ -81,7 +84,10 @@ impl H {
             reply,
         });
         match Self::reply(&out) {
-            Ok(Reply::AgentRegistered(r)) => r.agent_id.clone(),
+            Ok(Reply::AgentRegistered(r)) => {
+                self.alive.push(r.agent_id.clone());
+                r.agent_id.clone()
+            }
             other => panic!("registration failed: {other:?}"),
         }
     }
@@ -118,6 +124,32 @@ impl H {
     }
 
     /// Runs allocation and returns the offers sent on `conn`.
+    /// Moves time on by `d` in 100 ms ticks while registered agents keep heartbeating.
+    fn advance_alive(&mut self, d: Duration) -> Vec<Action> {
+        let mut out = Vec::new();
+        let mut left = d;
+        while !left.is_zero() {
+            let step = left.min(ms(100));
+            left -= step;
+            for agent in self.alive.clone() {
+                let reply = self.tok();
+                self.step(Input::AgentHeartbeat { agent, reply });
+            }
+            out.extend(self.advance(step));
+        }
+        out
+    }
+
+    /// Offers sent to `conn` while time moves on by `d` with live agents.
+    fn offers_within(&mut self, d: Duration, conn: ConnId) -> Vec<scheduler::Offer> {
+        let out = self.advance_alive(d);
+        sent(&out, conn)
+            .into_iter()
+            .filter_map(|e| e.offers)
+            .flat_map(|o| o.offers)
+            .collect()
+    }
+
     fn offers(&mut self, conn: ConnId) -> Vec<scheduler::Offer> {
         let out = self.advance(ms(200));
         sent(&out, conn)
@@ -202,8 +234,7 @@ fn partial_accept_reoffers_the_remainder_after_the_filter() {
     .expect("accepted");
     // Within the default 5 s filter nothing comes back; after it, the remainder does.
     assert!(h.offers(1).is_empty());
-    h.advance(ms(5000));
-    let again = h.offers(1);
+    let again = h.offers_within(ms(6000), 1);
     assert_eq!(again.len(), 1);
     let r = RoleResources::from_wire(&again[0].resources)
         .expect("valid")
@@ -322,8 +353,11 @@ fn status_updates_flow_to_the_framework_and_terminal_tasks_free_resources() {
         h.m.allocator.available(&agent).total().cpus,
         basalt_api::Milli(1000)
     );
-    h.advance(ms(6000));
-    assert_eq!(h.offers(1).len(), 1, "freed resources are offered again");
+    assert_eq!(
+        h.offers_within(ms(7000), 1).len(),
+        1,
+        "freed resources are offered again"
+    );
 }
 
 #[test]
@@ -448,8 +482,7 @@ fn decline_filter_hides_the_agent_until_refuse_seconds_pass() {
     });
     h.call(&stream, d).expect("declined");
     assert!(h.offers(1).is_empty());
-    h.advance(ms(2000));
-    assert_eq!(h.offers(1).len(), 1);
+    assert_eq!(h.offers_within(ms(3000), 1).len(), 1);
 }
 
 #[test]
@@ -479,7 +512,7 @@ fn framework_failover_keeps_its_id_and_tasks() {
     )
     .expect("accepted");
     h.step(Input::Disconnected { conn: 1 });
-    h.advance(Duration::from_secs(30));
+    h.advance_alive(Duration::from_secs(30));
     assert_eq!(
         h.m.tasks.len(),
         1,
@@ -507,7 +540,8 @@ fn framework_failover_keeps_its_id_and_tasks() {
     );
     // Past the timeout without reconnecting, the framework is torn down.
     h.step(Input::Disconnected { conn: 2 });
-    let out = h.advance(Duration::from_secs(61));
+    // The agent stays alive meanwhile, so the teardown reaches it.
+    let out = h.advance_alive(Duration::from_secs(61));
     assert!(out.iter().any(|a| matches!(a, Action::Teardown { .. })));
     assert!(h.m.tasks.is_empty());
     let info = FrameworkInfo {
