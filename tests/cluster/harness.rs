@@ -14,38 +14,37 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-pub fn bin() -> &'static str {
+pub(crate) fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_basalt")
 }
 
 /// Scales every deadline on slow machines.
-pub fn patience() -> f64 {
+pub(crate) fn patience() -> f64 {
     std::env::var("BASALT_TEST_PATIENCE")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1.0)
 }
 
-pub fn secs(n: u64) -> Duration {
+pub(crate) fn secs(n: u64) -> Duration {
     Duration::from_secs_f64(n as f64 * patience())
 }
 
 /// Polls `probe` with backoff until it says yes; past `deadline` fails naming what it
 /// awaited and the probe's last answer.
-pub async fn eventually<F, Fut, T>(what: &str, deadline: Duration, mut probe: F) -> T
+pub(crate) async fn eventually<F, Fut, T>(what: &str, deadline: Duration, mut probe: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Option<T>, String>>,
 {
     let end = tokio::time::Instant::now() + deadline;
     let mut delay = Duration::from_millis(50);
-    let mut last = String::from("never probed");
     loop {
-        match probe().await {
+        let last = match probe().await {
             Ok(Some(v)) => return v,
-            Ok(None) => last = "not yet".into(),
-            Err(e) => last = e,
-        }
+            Ok(None) => "not yet".to_owned(),
+            Err(e) => e,
+        };
         if tokio::time::Instant::now() >= end {
             panic!("timed out after {deadline:?} waiting for {what}; last answer: {last}");
         }
@@ -54,7 +53,7 @@ where
     }
 }
 
-pub fn temp_dir(name: &str) -> PathBuf {
+pub(crate) fn temp_dir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("basalt-it-{name}-{}", uuid_like()));
     std::fs::create_dir_all(&d).expect("temp dir");
     d
@@ -68,15 +67,15 @@ fn uuid_like() -> String {
     format!("{}-{t}", std::process::id())
 }
 
-pub struct Proc {
-    pub child: Child,
-    pub args: Vec<String>,
-    pub ready: PathBuf,
-    pub log: PathBuf,
+pub(crate) struct Proc {
+    pub(crate) child: Child,
+    pub(crate) args: Vec<String>,
+    pub(crate) ready: PathBuf,
+    pub(crate) log: PathBuf,
 }
 
 impl Proc {
-    pub fn spawn(args: &[String], ready: &Path, log: &Path) -> Proc {
+    pub(crate) fn spawn(args: &[String], ready: &Path, log: &Path) -> Proc {
         let _ = std::fs::remove_file(ready);
         let out = std::fs::OpenOptions::new()
             .create(true)
@@ -99,7 +98,7 @@ impl Proc {
         }
     }
 
-    pub async fn ready(&self, key: &str) -> String {
+    pub(crate) async fn ready(&self, key: &str) -> String {
         let path = self.ready.clone();
         let key = key.to_owned();
         let log = self.log.clone();
@@ -129,7 +128,7 @@ impl Proc {
         .await
     }
 
-    pub fn signal(&mut self, sig: i32) {
+    pub(crate) fn signal(&mut self, sig: i32) {
         let pid = self.child.id() as i32;
         // SAFETY: sending a signal to our own child process.
         unsafe {
@@ -137,12 +136,12 @@ impl Proc {
         }
     }
 
-    pub fn kill9(&mut self) {
+    pub(crate) fn kill9(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
-    pub fn respawn(&mut self) {
+    pub(crate) fn respawn(&mut self) {
         let (args, ready, log) = (self.args.clone(), self.ready.clone(), self.log.clone());
         *self = Proc::spawn(&args, &ready, &log);
     }
@@ -155,15 +154,15 @@ impl Drop for Proc {
     }
 }
 
-pub struct Cluster {
-    pub dir: PathBuf,
-    pub master: Proc,
-    pub master_url: String,
-    pub agents: Vec<Proc>,
-    pub agent_urls: Vec<String>,
+pub(crate) struct Cluster {
+    pub(crate) dir: PathBuf,
+    pub(crate) master: Proc,
+    pub(crate) master_url: String,
+    pub(crate) agents: Vec<Proc>,
+    pub(crate) agent_urls: Vec<String>,
 }
 
-pub const MASTER_FLAGS: &[&str] = &[
+pub(crate) const MASTER_FLAGS: &[&str] = &[
     "--agent-timeout",
     "3s",
     "--heartbeat-interval",
@@ -175,7 +174,7 @@ pub const MASTER_FLAGS: &[&str] = &[
 ];
 
 impl Cluster {
-    pub async fn start(name: &str, agents: usize) -> Cluster {
+    pub(crate) async fn start(name: &str, agents: usize) -> Cluster {
         let dir = temp_dir(name);
         let mut args: Vec<String> = vec!["master".into(), "--port".into(), "0".into()];
         args.extend([
@@ -253,24 +252,24 @@ impl Cluster {
         self.agent_urls.push(url);
     }
 
-    pub fn client(&self) -> Client {
+    pub(crate) fn client(&self) -> Client {
         Client::new(&self.master_url)
     }
 
-    pub async fn restart_master(&mut self) {
+    pub(crate) async fn restart_master(&mut self) {
         self.master.kill9();
         self.master.respawn();
         let url = self.master.ready("master").await;
         assert_eq!(url, self.master_url, "master came back on its port");
     }
 
-    pub async fn restart_agent(&mut self, i: usize) {
+    pub(crate) async fn restart_agent(&mut self, i: usize) {
         self.agents[i].kill9();
         self.agents[i].respawn();
         self.agents[i].ready("agent").await;
     }
 
-    pub async fn task_states(&self) -> HashMap<String, (String, String)> {
+    pub(crate) async fn task_states(&self) -> HashMap<String, (String, String)> {
         match self.client().master_state().await {
             Ok(s) => s
                 .all_tasks()
@@ -296,18 +295,18 @@ impl Drop for Cluster {
 
 /// A minimal framework over the HTTP scheduler API that launches shell tasks and records
 /// the states it is told.
-pub struct TestFramework {
-    pub client: Client,
-    pub id: FrameworkId,
-    pub stream: String,
-    pub states: Arc<Mutex<HashMap<String, basalt_api::TaskStatus>>>,
+pub(crate) struct TestFramework {
+    pub(crate) client: Client,
+    pub(crate) id: FrameworkId,
+    pub(crate) stream: String,
+    pub(crate) states: Arc<Mutex<HashMap<String, basalt_api::TaskStatus>>>,
     queue: Arc<Mutex<Vec<(String, String, Resources)>>>,
-    pub per_offer: usize,
+    pub(crate) per_offer: usize,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl TestFramework {
-    pub async fn start(
+    pub(crate) async fn start(
         client: Client,
         name: &str,
         id: Option<FrameworkId>,
@@ -342,29 +341,29 @@ impl TestFramework {
         }
     }
 
-    pub fn launch(&self, id: &str, cmd: &str, cpus: f64, mem: f64) {
+    pub(crate) fn launch(&self, id: &str, cmd: &str, cpus: f64, mem: f64) {
         self.queue
             .lock()
             .expect("queue")
             .push((id.into(), cmd.into(), Resources::new(cpus, mem)));
     }
 
-    pub fn state(&self, id: &str) -> Option<TaskState> {
+    pub(crate) fn state(&self, id: &str) -> Option<TaskState> {
         self.states.lock().expect("states").get(id).map(|s| s.state)
     }
 
-    pub fn status(&self, id: &str) -> Option<basalt_api::TaskStatus> {
+    pub(crate) fn status(&self, id: &str) -> Option<basalt_api::TaskStatus> {
         self.states.lock().expect("states").get(id).cloned()
     }
 
-    pub async fn call(&self, call: Call) {
+    pub(crate) async fn call(&self, call: Call) {
         self.client
             .call(&self.stream, call)
             .await
             .expect("call accepted");
     }
 
-    pub fn stop(self) {
+    pub(crate) fn stop(self) {
         self.task.abort();
     }
 }
@@ -449,7 +448,7 @@ async fn run_framework(
 
 /// Kills every process whose working directory is under `dir` (tasks run in sandboxes
 /// there, in their own sessions).
-pub fn kill_processes_under(dir: &Path) {
+pub(crate) fn kill_processes_under(dir: &Path) {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return;
     };

@@ -408,8 +408,9 @@ async fn bad_input_gets_a_json_4xx_and_changes_nothing() {
         ("POST", format!("{m}/internal/agents/ghost/status"), br#"{"framework_id":"f","status":{"task_id":"t","state":"TASK_RUNNING","uuid":"u"}}"#.to_vec(), vec![], 404),
         ("GET", format!("{m}/master/tasks?limit=abc"), vec![], vec![], 400),
         ("GET", format!("{m}/no/such/thing"), vec![], vec![], 404),
-        ("POST", format!("{a}/internal/launch"), b"[]".to_vec(), vec![], 400),
-        ("POST", format!("{a}/internal/kill"), br#"{"framework_id":"f","task_id":"ghost"}"#.to_vec(), vec![], 404),
+        ("POST", format!("{a}/internal/launch"), b"[]".to_vec(), vec![("Content-Type", "application/json")], 400),
+        ("POST", format!("{a}/internal/kill"), br#"{"framework_id":"f","task_id":"ghost"}"#.to_vec(), vec![("Content-Type", "application/json")], 404),
+        ("POST", format!("{a}/internal/launch"), b"[]".to_vec(), vec![], 415),
         ("GET", format!("{a}/files/read?path=/etc/passwd&offset=0"), vec![], vec![], 403),
     ];
     for (method, url, body, headers, want) in cases {

@@ -38,8 +38,14 @@ pub(crate) enum ApiError {
 
 impl From<JsonRejection> for ApiError {
     fn from(r: JsonRejection) -> Self {
+        // Mesos answers a body it cannot parse with 400; axum's 422 would surprise
+        // clients written against it. A missing content type stays 415.
+        let status = match r.status() {
+            StatusCode::UNPROCESSABLE_ENTITY => StatusCode::BAD_REQUEST,
+            s => s,
+        };
         ApiError::Rejected {
-            status: r.status(),
+            status,
             message: r.body_text(),
         }
     }
