@@ -23,10 +23,10 @@ impl DataDir {
         if let Some(d) = &self.data_dir {
             return d.clone();
         }
-        if let Ok(x) = std::env::var("XDG_DATA_HOME") {
-            if !x.is_empty() {
-                return PathBuf::from(x).join("basalt");
-            }
+        if let Ok(x) = std::env::var("XDG_DATA_HOME")
+            && !x.is_empty()
+        {
+            return PathBuf::from(x).join("basalt");
         }
         match std::env::var("HOME") {
             Ok(h) if !h.is_empty() => PathBuf::from(h).join(".local/share/basalt"),

@@ -18,7 +18,9 @@ pub(crate) fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_basalt")
 }
 
-/// Scales every deadline on slow machines.
+/// Scales every deadline on slow machines. Tests are part of the shell, so they may
+/// read the environment.
+#[allow(clippy::disallowed_methods)]
 pub(crate) fn patience() -> f64 {
     std::env::var("BASALT_TEST_PATIENCE")
         .ok()
@@ -456,12 +458,12 @@ pub(crate) fn kill_processes_under(dir: &Path) {
         let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
             continue;
         };
-        if let Ok(cwd) = std::fs::read_link(e.path().join("cwd")) {
-            if cwd.starts_with(dir) {
-                // SAFETY: plain kill(2) on a pid we just looked up.
-                unsafe {
-                    libc::kill(pid, libc::SIGKILL);
-                }
+        if let Ok(cwd) = std::fs::read_link(e.path().join("cwd"))
+            && cwd.starts_with(dir)
+        {
+            // SAFETY: plain kill(2) on a pid we just looked up.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
             }
         }
     }

@@ -389,7 +389,9 @@ async fn bad_input_gets_a_json_4xx_and_changes_nothing() {
     let a = &c.agent_urls[0];
     let agent_id = before.slaves[0].id.clone();
     let big = vec![b' '; 9 * 1024 * 1024];
-    let cases: Vec<(&str, String, Vec<u8>, Vec<(&str, &str)>, u16)> = vec![
+    // (method, url, body, headers, expected status)
+    type Case<'a> = (&'a str, String, Vec<u8>, Vec<(&'a str, &'a str)>, u16);
+    let cases: Vec<Case> = vec![
         ("POST", format!("{m}/api/v1/scheduler"), b"{not json".to_vec(), vec![], 400),
         ("POST", format!("{m}/api/v1/scheduler"), br#"{"type":"SUBSCRIBE","subscribe":{"framework_info":{"name":""}}}"#.to_vec(), vec![], 400),
         ("POST", format!("{m}/api/v1/scheduler"), br#"{"type":"SUBSCRIBE","subscribe":{"framework_info":{"name":"x","failover_timeout":-1}}}"#.to_vec(), vec![], 400),

@@ -87,7 +87,7 @@ struct Quota {
     limit: Option<Resources>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct RoleSlot {
     weight: f64,
     quota: Option<Quota>,
@@ -95,14 +95,18 @@ struct RoleSlot {
     frameworks: BTreeSet<u32>,
 }
 
-impl RoleSlot {
-    fn new() -> Self {
+impl Default for RoleSlot {
+    fn default() -> Self {
         RoleSlot {
             weight: 1.0,
-            ..Default::default()
+            quota: None,
+            held: Scalars::default(),
+            frameworks: BTreeSet::new(),
         }
     }
+}
 
+impl RoleSlot {
     /// Per scalar: how much more the role may hold before its limit.
     fn limit_room(&self) -> Option<Scalars> {
         let l = self.quota.as_ref()?.limit.as_ref()?;
@@ -148,9 +152,7 @@ impl Allocator {
     }
 
     fn role_mut(&mut self, role: &str) -> &mut RoleSlot {
-        self.roles
-            .entry(role.to_owned())
-            .or_insert_with(RoleSlot::new)
+        self.roles.entry(role.to_owned()).or_default()
     }
 
     /// Role weight (default 1.0); a role with weight 2 is entitled to twice the share.

@@ -226,6 +226,9 @@ impl Rejection {
 }
 
 #[derive(Debug)]
+// Actions live for one batch and are moved, never stored; boxing would only add
+// allocations on the hot path.
+#[allow(clippy::large_enum_variant)]
 pub enum Action {
     /// Write to the store; durable before any action after it.
     Persist(Vec<StoreOp>),
@@ -568,13 +571,14 @@ impl Master {
                 .map_err(|e| Rejection::bad(e.to_string()))?;
         }
         let known = req.agent_id.as_ref().and_then(|id| self.agents.get(id));
-        if let Some(a) = known {
-            if a.status == AgentStatus::Reachable && a.info.url != req.info.url {
-                return Err(Rejection::conflict(format!(
-                    "agent id {} is in use by the agent at {}",
-                    a.id, a.info.url
-                )));
-            }
+        if let Some(a) = known
+            && a.status == AgentStatus::Reachable
+            && a.info.url != req.info.url
+        {
+            return Err(Rejection::conflict(format!(
+                "agent id {} is in use by the agent at {}",
+                a.id, a.info.url
+            )));
         }
         let (id, fresh) = match req.agent_id.clone() {
             Some(id) => {
@@ -642,19 +646,15 @@ impl Master {
         // Tasks the master had on this agent that the agent no longer knows.
         if let Some(p) = &previous {
             for key in &p.tasks {
-                if !reported.contains_key(key) {
-                    if let Some(t) = self.tasks.get(key) {
-                        if !t.state.is_terminal() {
-                            let st =
-                                TaskStatus::new(key.1.clone(), TaskState::Lost, now.as_secs_f64())
-                                    .with_reason(reason::AGENT_RESTARTED)
-                                    .with_source(source::MASTER)
-                                    .with_message(
-                                        "the re-registered agent does not know this task",
-                                    );
-                            self.apply_status_inner(now, key, st, false, out);
-                        }
-                    }
+                if !reported.contains_key(key)
+                    && let Some(t) = self.tasks.get(key)
+                    && !t.state.is_terminal()
+                {
+                    let st = TaskStatus::new(key.1.clone(), TaskState::Lost, now.as_secs_f64())
+                        .with_reason(reason::AGENT_RESTARTED)
+                        .with_source(source::MASTER)
+                        .with_message("the re-registered agent does not know this task");
+                    self.apply_status_inner(now, key, st, false, out);
                 }
             }
         }
@@ -664,7 +664,7 @@ impl Master {
             let framework_gone = self.removed_frameworks.contains(&key.0);
             if was_terminal == Some(true)
                 || framework_gone
-                || (removed_before && self.tasks.get(&key).is_none())
+                || (removed_before && !self.tasks.contains_key(&key))
             {
                 // Reported lost/gone while the agent was away, or its framework is gone.
                 kill.push(key.1.clone());
@@ -706,14 +706,14 @@ impl Master {
                     *e = e.add(&res);
                 }
                 // Tasks that went unreachable come back with the agent's view.
-                if state == TaskState::Unreachable || state != t.status.state {
-                    if !t.status.state.is_terminal() {
-                        let mut st = t.status.clone();
-                        st.reason = Some(reason::AGENT_REREGISTERED.into());
-                        st.uuid = None;
-                        st.timestamp = now.as_secs_f64();
-                        self.apply_status_inner(now, &key, st, true, out);
-                    }
+                if (state == TaskState::Unreachable || state != t.status.state)
+                    && !t.status.state.is_terminal()
+                {
+                    let mut st = t.status.clone();
+                    st.reason = Some(reason::AGENT_REREGISTERED.into());
+                    st.uuid = None;
+                    st.timestamp = now.as_secs_f64();
+                    self.apply_status_inner(now, &key, st, true, out);
                 }
             }
         }
@@ -917,17 +917,15 @@ impl Master {
         if changed || status.state.is_terminal() {
             out.push(Action::Publish(views::task_updated(&key.0, &status)));
         }
-        if forward {
-            if let Some(f) = self.frameworks.get(&key.0) {
-                if status.uuid.is_some() {
-                    task.unacked = Some((status.clone(), now));
-                }
-                if let Some(conn) = f.conn {
-                    out.push(Action::SendFramework {
-                        conn,
-                        event: scheduler::Event::update(status.clone()),
-                    });
-                }
+        if forward && let Some(f) = self.frameworks.get(&key.0) {
+            if status.uuid.is_some() {
+                task.unacked = Some((status.clone(), now));
+            }
+            if let Some(conn) = f.conn {
+                out.push(Action::SendFramework {
+                    conn,
+                    event: scheduler::Event::update(status.clone()),
+                });
             }
         }
         if status.state.is_terminal() {
@@ -1056,12 +1054,12 @@ impl Master {
                 "role '{role}' is not allowed on this cluster"
             )));
         }
-        if let Some(id) = &info.id {
-            if self.removed_frameworks.contains(id) {
-                return Err(Rejection::forbidden(format!(
-                    "framework {id} has been torn down"
-                )));
-            }
+        if let Some(id) = &info.id
+            && self.removed_frameworks.contains(id)
+        {
+            return Err(Rejection::forbidden(format!(
+                "framework {id} has been torn down"
+            )));
         }
         let stream_id = format!("{}-stream-{}", self.id, conn);
         let id = match info.id.clone() {
@@ -1224,15 +1222,15 @@ impl Master {
             }
         }
         for a in agents {
-            if let Some(agent) = self.agents.get(&a) {
-                if agent.status == AgentStatus::Reachable {
-                    out.push(Action::Teardown {
-                        url: agent.info.url.clone(),
-                        msg: TeardownFramework {
-                            framework_id: id.clone(),
-                        },
-                    });
-                }
+            if let Some(agent) = self.agents.get(&a)
+                && agent.status == AgentStatus::Reachable
+            {
+                out.push(Action::Teardown {
+                    url: agent.info.url.clone(),
+                    msg: TeardownFramework {
+                        framework_id: id.clone(),
+                    },
+                });
             }
         }
         for key in keys {
@@ -1241,10 +1239,10 @@ impl Master {
                 .with_source(source::MASTER)
                 .with_message("the framework was torn down");
             self.apply_status_inner(now, &key, st, false, out);
-            if let Some(a) = self.tasks.get(&key).map(|t| t.agent.clone()) {
-                if let Some(agent) = self.agents.get_mut(&a) {
-                    agent.tasks.remove(&key);
-                }
+            if let Some(a) = self.tasks.get(&key).map(|t| t.agent.clone())
+                && let Some(agent) = self.agents.get_mut(&a)
+            {
+                agent.tasks.remove(&key);
             }
             self.complete_task(&key);
         }
@@ -1284,12 +1282,12 @@ impl Master {
             self.streams.get(stream_id).cloned().ok_or_else(|| {
                 Rejection::bad("unknown or stale Mesos-Stream-Id: subscribe first")
             })?;
-        if let Some(id) = &call.framework_id {
-            if *id != fw {
-                return Err(Rejection::bad(format!(
-                    "framework_id {id} does not match the subscription's framework {fw}"
-                )));
-            }
+        if let Some(id) = &call.framework_id
+            && *id != fw
+        {
+            return Err(Rejection::bad(format!(
+                "framework_id {id} does not match the subscription's framework {fw}"
+            )));
         }
         match call.kind {
             CallType::Subscribe => Err(Rejection::bad("SUBSCRIBE must open a new connection")),
@@ -1418,13 +1416,11 @@ impl Master {
         let Some(o) = self.take_offer(id) else { return };
         self.counters.offers_rescinded += 1;
         self.allocator.recover(&o.agent, &o.framework, &o.resources);
-        if notify {
-            if let Some(conn) = self.frameworks.get(&o.framework).and_then(|f| f.conn) {
-                out.push(Action::SendFramework {
-                    conn,
-                    event: scheduler::Event::rescind(id.clone()),
-                });
-            }
+        if notify && let Some(conn) = self.frameworks.get(&o.framework).and_then(|f| f.conn) {
+            out.push(Action::SendFramework {
+                conn,
+                event: scheduler::Event::rescind(id.clone()),
+            });
         }
     }
 
@@ -1580,15 +1576,15 @@ impl Master {
                 guarantee,
                 limit,
             } => {
-                if let Some(l) = &limit {
-                    if !l.contains(&Resources {
+                if let Some(l) = &limit
+                    && !l.contains(&Resources {
                         ports: Default::default(),
                         ..guarantee.clone()
-                    }) {
-                        return Err(Rejection::bad(
-                            "a quota's guarantee must not exceed its limit",
-                        ));
-                    }
+                    })
+                {
+                    return Err(Rejection::bad(
+                        "a quota's guarantee must not exceed its limit",
+                    ));
                 }
                 self.cfg
                     .quotas
@@ -1695,15 +1691,15 @@ impl Master {
         }
         // Updates the framework has not acknowledged.
         for t in self.tasks.values_mut() {
-            if let Some((st, sent)) = &mut t.unacked {
-                if now.since(*sent) >= self.cfg.status_retry_interval {
-                    *sent = now;
-                    if let Some(conn) = self.frameworks.get(&t.framework).and_then(|f| f.conn) {
-                        out.push(Action::SendFramework {
-                            conn,
-                            event: scheduler::Event::update(st.clone()),
-                        });
-                    }
+            if let Some((st, sent)) = &mut t.unacked
+                && now.since(*sent) >= self.cfg.status_retry_interval
+            {
+                *sent = now;
+                if let Some(conn) = self.frameworks.get(&t.framework).and_then(|f| f.conn) {
+                    out.push(Action::SendFramework {
+                        conn,
+                        event: scheduler::Event::update(st.clone()),
+                    });
                 }
             }
         }

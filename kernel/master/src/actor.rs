@@ -121,12 +121,12 @@ impl Handle {
     /// Called from drop guards: must not block.
     pub(crate) fn disconnected(&self, conn: ConnId) {
         let tx = self.tx.clone();
-        if let Err(mpsc::error::TrySendError::Full(cmd)) = tx.try_send(Cmd::Disconnected(conn)) {
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                rt.spawn(async move {
-                    let _ = tx.send(cmd).await;
-                });
-            }
+        if let Err(mpsc::error::TrySendError::Full(cmd)) = tx.try_send(Cmd::Disconnected(conn))
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(async move {
+                let _ = tx.send(cmd).await;
+            });
         }
     }
 }
@@ -324,10 +324,10 @@ impl Actor {
                     self.conns.remove(&conn);
                 }
                 Action::Launch { agent, url, msg } => {
-                    self.to_agent(&url, AgentMsg::Launch(agent, msg))
+                    self.send_to_agent(&url, AgentMsg::Launch(agent, msg))
                 }
-                Action::Kill { url, msg, .. } => self.to_agent(&url, AgentMsg::Kill(msg)),
-                Action::Teardown { url, msg } => self.to_agent(&url, AgentMsg::Teardown(msg)),
+                Action::Kill { url, msg, .. } => self.send_to_agent(&url, AgentMsg::Kill(msg)),
+                Action::Teardown { url, msg } => self.send_to_agent(&url, AgentMsg::Teardown(msg)),
                 Action::Publish(ev) => self.publish(&ev),
             }
         }
@@ -347,12 +347,12 @@ impl Actor {
                 let _ = tx.send(result);
             }
             Some(Pending::Events(tx)) => {
-                if let Ok(Reply::State(s)) = result {
-                    if let Snapshot::Operator(state) = *s {
-                        // Subscribing here, between two inputs, is what makes the snapshot
-                        // and the events after it line up exactly.
-                        let _ = tx.send((state, self.events.subscribe()));
-                    }
+                if let Ok(Reply::State(s)) = result
+                    && let Snapshot::Operator(state) = *s
+                {
+                    // Subscribing here, between two inputs, is what makes the snapshot
+                    // and the events after it line up exactly.
+                    let _ = tx.send((state, self.events.subscribe()));
                 }
             }
             None => {}
@@ -388,7 +388,7 @@ impl Actor {
         }
     }
 
-    fn to_agent(&mut self, url: &str, msg: AgentMsg) {
+    fn send_to_agent(&mut self, url: &str, msg: AgentMsg) {
         let link = self.links.entry(url.to_owned()).or_insert_with(|| {
             let (tx, rx) = mpsc::channel(1024);
             let client = Client::with_timeout(url, Duration::from_secs(10));

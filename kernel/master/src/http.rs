@@ -444,12 +444,12 @@ async fn scheduler_api(
             .subscribe
             .ok_or_else(|| ApiError::BadRequest("SUBSCRIBE needs 'subscribe'".into()))?;
         let mut info = sub.framework_info;
-        if let (Some(a), Some(b)) = (&call.framework_id, &info.id) {
-            if a != b {
-                return Err(ApiError::BadRequest(
-                    "framework_id and framework_info.id differ".into(),
-                ));
-            }
+        if let (Some(a), Some(b)) = (&call.framework_id, &info.id)
+            && a != b
+        {
+            return Err(ApiError::BadRequest(
+                "framework_id and framework_info.id differ".into(),
+            ));
         }
         if info.id.is_none() {
             info.id = call.framework_id.clone();
