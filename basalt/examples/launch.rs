@@ -8,8 +8,7 @@
 
 use anyhow::{Context, Result, anyhow, bail};
 use basalt_api::scheduler::{
-    Accept, Acknowledge, Call, CallType, EventType, Filters, FrameworkInfo, Operation,
-    SchedulerApi,
+    Accept, Acknowledge, Call, CallType, EventType, Filters, FrameworkInfo, Operation, SchedulerApi,
 };
 use basalt_api::task::CommandInfo;
 use basalt_api::{Client, Resources, RoleResources, TaskId, TaskInfo, TaskState};
