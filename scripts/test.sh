@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
+# DNS tests ask with real dig and forward to a real dnsmasq.
+command -v dig >/dev/null 2>&1 || need_apt+=(bind9-dnsutils)
+command -v dnsmasq >/dev/null 2>&1 || need_apt+=(dnsmasq)
 if ((${#need_apt[@]})); then
   if [ "$(id -u)" = 0 ]; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}"

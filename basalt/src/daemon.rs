@@ -172,6 +172,106 @@ impl AgentFlags {
     }
 }
 
+#[derive(Args, Clone)]
+pub(crate) struct DnsFlags {
+    /// DNS port, UDP and TCP [default: 8053 in `basalt up`, 53 for `basalt dns`].
+    #[arg(long)]
+    dns_port: Option<u16>,
+    /// Port of the Mesos-DNS HTTP API (`/v1/hosts/...`).
+    #[arg(long, default_value_t = 8123)]
+    dns_http_port: u16,
+    /// Upstream resolver for names outside the cluster domain, IP or IP:PORT; repeat for
+    /// more [default: the nameservers of /etc/resolv.conf].
+    #[arg(long = "dns-upstream")]
+    dns_upstreams: Vec<String>,
+    /// A Mesos-DNS config.json; the flags above override what it says.
+    #[arg(long)]
+    dns_config: Option<PathBuf>,
+    /// Serve no DNS.
+    #[arg(long)]
+    no_dns: bool,
+}
+
+impl DnsFlags {
+    fn config(&self, ip: &str, default_port: u16, master: &str) -> Result<basalt_dns::Config> {
+        let mut c = match &self.dns_config {
+            Some(p) => {
+                let text = std::fs::read_to_string(p)
+                    .with_context(|| format!("reading --dns-config {}", p.display()))?;
+                serde_json::from_str(&text).with_context(|| {
+                    format!("--dns-config {} is not a Mesos-DNS config", p.display())
+                })?
+            }
+            None => basalt_dns::Config {
+                listener: ip.to_owned(),
+                http_listener: ip.to_owned(),
+                ..Default::default()
+            },
+        };
+        c.port = self.dns_port.unwrap_or(default_port);
+        c.http_port = self.dns_http_port;
+        if !self.dns_upstreams.is_empty() {
+            c.resolvers = self.dns_upstreams.clone();
+        }
+        if c.masters.is_empty() {
+            c.masters = vec![master.to_owned()];
+        }
+        c.validate().map_err(|e| anyhow::anyhow!("dns: {e}"))
+    }
+}
+
+async fn start_dns(
+    cfg: basalt_dns::Config,
+    master_url: &str,
+    token: &CancellationToken,
+) -> Result<basalt_dns::Running> {
+    let leader = master_url
+        .trim_start_matches("http://")
+        .parse::<std::net::SocketAddr>()
+        .ok();
+    let deps = basalt_dns::Deps {
+        master: basalt_api::Client::new(master_url),
+        leader,
+        shutdown: token.clone(),
+    };
+    basalt_dns::start(cfg, deps)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e} (use --dns-port/--dns-http-port, or --no-dns)"))
+}
+
+#[derive(Args)]
+pub(crate) struct DnsArgs {
+    /// The master whose event stream feeds DNS.
+    #[arg(long, env = "BASALT_MASTER", default_value = "http://127.0.0.1:5050")]
+    master: String,
+    #[arg(long, default_value = "127.0.0.1", env = "BASALT_IP")]
+    ip: String,
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+    #[command(flatten)]
+    dns: DnsFlags,
+}
+
+pub(crate) async fn dns(a: DnsArgs) -> Result<()> {
+    let token = CancellationToken::new();
+    shutdown_on_signals(token.clone());
+    let master = a.master.trim_end_matches('/').to_owned();
+    let hostport = master.trim_start_matches("http://");
+    let cfg = a.dns.config(&a.ip, 53, hostport)?;
+    let running = start_dns(cfg, &master, &token).await?;
+    write_ready(
+        &a.ready_file,
+        serde_json::json!({"dns": running.dns_addr.to_string(), "dns_http": format!("http://{}", running.http_addr)}),
+    )?;
+    eprintln!(
+        "DNS for {master}: {} (UDP and TCP), HTTP API http://{}",
+        running.dns_addr, running.http_addr
+    );
+    token.cancelled().await;
+    running.tasks.wait().await;
+    Ok(())
+}
+
 #[derive(Args)]
 pub(crate) struct UpArgs {
     #[command(flatten)]
@@ -190,6 +290,8 @@ pub(crate) struct UpArgs {
     master: MasterFlags,
     #[command(flatten)]
     agent: AgentFlags,
+    #[command(flatten)]
+    dns: DnsFlags,
 }
 
 #[derive(Args)]
@@ -313,17 +415,34 @@ pub(crate) async fn up(a: UpArgs) -> Result<()> {
         shutdown: token.clone(),
     };
     let atask = tokio::spawn(agent::serve(acfg, adeps));
+    let dns = if a.dns.no_dns {
+        None
+    } else {
+        let cfg = a.dns.config(&a.ip, 8053, &format!("{}:{mport}", a.ip))?;
+        Some(start_dns(cfg, &master_url, &token).await?)
+    };
+    let (dns_addr, dns_http) = match &dns {
+        Some(r) => (r.dns_addr.to_string(), format!("http://{}", r.http_addr)),
+        None => (String::new(), String::new()),
+    };
     write_ready(
         &a.ready_file,
-        serde_json::json!({"master": master_url, "agent": agent_url, "data_dir": dir}),
+        serde_json::json!({"master": master_url, "agent": agent_url, "data_dir": dir,
+                           "dns": dns_addr, "dns_http": dns_http}),
     )?;
     eprintln!("Basalt is up.");
     eprintln!("  master:   {master_url}   (Mesos API: {master_url}/master/state)");
     eprintln!("  agent:    {agent_url}");
+    if dns.is_some() {
+        eprintln!("  dns:      {dns_addr} (UDP/TCP, domain mesos)   HTTP API: {dns_http}");
+    }
     eprintln!("  data dir: {}", dir.display());
     eprintln!("Try: basalt run -- echo hello   |   basalt node list   |   Ctrl-C to stop");
     let (m, ag) = tokio::join!(mtask, atask);
     token.cancel();
+    if let Some(d) = dns {
+        d.tasks.wait().await;
+    }
     m.context("master task")??;
     ag.context("agent task")??;
     Ok(())

@@ -30,6 +30,8 @@ enum Cmd {
     Master(daemon::MasterArgs),
     /// Run an agent that joins a master.
     Agent(daemon::AgentArgs),
+    /// Run Mesos-DNS-compatible service discovery for a master.
+    Dns(daemon::DnsArgs),
     /// Agents of the cluster.
     Node {
         #[command(subcommand)]
@@ -46,7 +48,10 @@ enum Cmd {
 
 fn main() {
     let cli = Cli::parse();
-    let daemon = matches!(cli.cmd, Cmd::Up(_) | Cmd::Master(_) | Cmd::Agent(_));
+    let daemon = matches!(
+        cli.cmd,
+        Cmd::Up(_) | Cmd::Master(_) | Cmd::Agent(_) | Cmd::Dns(_)
+    );
     init_logging(daemon);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -63,6 +68,7 @@ fn main() {
             Cmd::Up(a) => daemon::up(a).await.map(|()| 0),
             Cmd::Master(a) => daemon::master(a).await.map(|()| 0),
             Cmd::Agent(a) => daemon::agent(a).await.map(|()| 0),
+            Cmd::Dns(a) => daemon::dns(a).await.map(|()| 0),
             Cmd::Node { cmd } => cli::node(cmd).await.map(|()| 0),
             Cmd::Task { cmd } => cli::task(cmd).await.map(|()| 0),
             Cmd::Run(a) => cli::run(a).await,

@@ -234,8 +234,7 @@ async fn apply_events(
     index: watch::Sender<u64>,
     shutdown: CancellationToken,
 ) {
-    let mut cluster = Cluster::default();
-    cluster.leader = leader;
+    let mut cluster = Cluster::with_leader(leader);
     let mut n = 0u64;
     // The leader and masters are known before the first event.
     shared.records.store(Arc::new(records::build(

@@ -92,6 +92,14 @@ fn apply_status(e: &mut TaskEntry, s: &basalt_api::TaskStatus) {
 }
 
 impl Cluster {
+    /// An empty cluster led by the master at `leader`.
+    pub fn with_leader(leader: Option<(IpAddr, u16)>) -> Self {
+        Cluster {
+            leader,
+            ..Default::default()
+        }
+    }
+
     /// Applies one operator event; true when DNS may have changed.
     pub fn apply(&mut self, ev: &operator::Event) -> bool {
         match ev.kind {

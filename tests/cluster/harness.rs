@@ -350,6 +350,14 @@ impl TestFramework {
             .push((id.into(), cmd.into(), Resources::new(cpus, mem)));
     }
 
+    /// Launches with exact resources (ports included).
+    pub(crate) fn launch_res(&self, id: &str, cmd: &str, res: Resources) {
+        self.queue
+            .lock()
+            .expect("queue")
+            .push((id.into(), cmd.into(), res));
+    }
+
     pub(crate) fn state(&self, id: &str) -> Option<TaskState> {
         self.states.lock().expect("states").get(id).map(|s| s.state)
     }
@@ -391,8 +399,10 @@ async fn run_framework(
                         while tasks.len() < per_offer && !q.is_empty() && left.contains(&q[0].2) {
                             let (id, cmd, res) = q.remove(0);
                             left = left.sub(&res);
+                            // Marathon style: `web.1` is an instance of `web`.
+                            let name = id.split('.').next().unwrap_or(&id).to_owned();
                             tasks.push(TaskInfo {
-                                name: id.clone(),
+                                name,
                                 task_id: TaskId::new(id),
                                 agent_id: o.agent_id.clone(),
                                 resources: res.to_wire("*"),

@@ -1,6 +1,7 @@
 //! Whole-cluster tests: real `basalt master` and `basalt agent` processes on 127.0.0.1,
 //! driven through the public HTTP APIs and the `basalt` CLI.
 
+mod dns;
 mod harness;
 
 use basalt_api::TaskState;
@@ -465,6 +466,10 @@ async fn basalt_up_serves_a_cluster_and_recovers_it_on_the_same_data_dir() {
         ready.display().to_string(),
         "--resources".into(),
         "cpus:2;mem:1024;disk:100;ports:[31000-31010]".into(),
+        "--dns-port".into(),
+        "0".into(),
+        "--dns-http-port".into(),
+        "0".into(),
     ];
     let mut p = Proc::spawn(&args, &ready, &dir.join("up.log"));
     let url = p.ready("master").await;
