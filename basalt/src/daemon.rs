@@ -190,6 +190,10 @@ pub(crate) struct DnsFlags {
     /// Serve no DNS.
     #[arg(long)]
     no_dns: bool,
+    /// UDP serving threads, each with its own socket [default: 1 in `basalt up`, one per
+    /// core for `basalt dns`].
+    #[arg(long)]
+    dns_threads: Option<usize>,
 }
 
 impl DnsFlags {
@@ -222,6 +226,7 @@ impl DnsFlags {
 
 async fn start_dns(
     cfg: basalt_dns::Config,
+    threads: usize,
     master_url: &str,
     token: &CancellationToken,
 ) -> Result<basalt_dns::Running> {
@@ -233,6 +238,7 @@ async fn start_dns(
         master: basalt_api::Client::new(master_url),
         leader,
         shutdown: token.clone(),
+        threads,
     };
     basalt_dns::start(cfg, deps)
         .await
@@ -258,7 +264,8 @@ pub(crate) async fn dns(a: DnsArgs) -> Result<()> {
     let master = a.master.trim_end_matches('/').to_owned();
     let hostport = master.trim_start_matches("http://");
     let cfg = a.dns.config(&a.ip, 53, hostport)?;
-    let running = start_dns(cfg, &master, &token).await?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let running = start_dns(cfg, a.dns.dns_threads.unwrap_or(cores), &master, &token).await?;
     write_ready(
         &a.ready_file,
         serde_json::json!({"dns": running.dns_addr.to_string(), "dns_http": format!("http://{}", running.http_addr)}),
@@ -268,7 +275,7 @@ pub(crate) async fn dns(a: DnsArgs) -> Result<()> {
         running.dns_addr, running.http_addr
     );
     token.cancelled().await;
-    running.tasks.wait().await;
+    running.wait().await;
     Ok(())
 }
 
@@ -419,7 +426,7 @@ pub(crate) async fn up(a: UpArgs) -> Result<()> {
         None
     } else {
         let cfg = a.dns.config(&a.ip, 8053, &format!("{}:{mport}", a.ip))?;
-        Some(start_dns(cfg, &master_url, &token).await?)
+        Some(start_dns(cfg, a.dns.dns_threads.unwrap_or(1), &master_url, &token).await?)
     };
     let (dns_addr, dns_http) = match &dns {
         Some(r) => (r.dns_addr.to_string(), format!("http://{}", r.http_addr)),
@@ -441,7 +448,7 @@ pub(crate) async fn up(a: UpArgs) -> Result<()> {
     let (m, ag) = tokio::join!(mtask, atask);
     token.cancel();
     if let Some(d) = dns {
-        d.tasks.wait().await;
+        d.wait().await;
     }
     m.context("master task")??;
     ag.context("agent task")??;

@@ -49,6 +49,14 @@ fn fqdn(s: &str) -> Option<Name> {
 /// Decides the answer for the raw packet `req`. `udp` limits the size (with TC);
 /// `shuffle` rotates multi-record answers.
 pub fn answer(req: &[u8], rs: &RecordSet, cfg: &Config, udp: bool, shuffle: u64) -> Outcome {
+    if let Some(bytes) = crate::fast::answer(req, rs, udp, shuffle) {
+        return Outcome::Reply(bytes);
+    }
+    general(req, rs, cfg, udp, shuffle)
+}
+
+/// Every query the fast path leaves: parses and encodes with hickory-proto.
+pub fn general(req: &[u8], rs: &RecordSet, cfg: &Config, udp: bool, shuffle: u64) -> Outcome {
     let msg = match Message::from_vec(req) {
         Ok(m) => m,
         Err(_) => return error_reply(req, ResponseCode::FormErr),
@@ -236,7 +244,13 @@ fn encode(mut resp: Message, udp: bool, limit: usize, cfg: &Config) -> Outcome {
     if !udp || bytes.len() <= limit {
         return Outcome::Reply(bytes);
     }
+    // Additional records go first, and without TC (RFC 2181 9).
     resp.additionals.clear();
+    if let Ok(b) = resp.to_vec()
+        && b.len() <= limit
+    {
+        return Outcome::Reply(b);
+    }
     resp.metadata.truncation = cfg.set_truncate_bit;
     while let Ok(b) = resp.to_vec() {
         bytes = b;

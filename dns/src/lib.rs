@@ -9,6 +9,7 @@
 
 pub mod answer;
 pub mod config;
+pub mod fast;
 mod http;
 pub mod names;
 pub mod records;
@@ -47,6 +48,8 @@ pub struct Deps {
     /// That master's address, for `leader.{domain}`.
     pub leader: Option<SocketAddr>,
     pub shutdown: CancellationToken,
+    /// UDP serving threads, each with its own socket on the port (SO_REUSEPORT).
+    pub threads: usize,
 }
 
 /// A started server: where it listens, and its tasks to wait for after shutdown.
@@ -54,10 +57,22 @@ pub struct Running {
     pub dns_addr: SocketAddr,
     pub http_addr: SocketAddr,
     pub tasks: TaskTracker,
+    pub udp_threads: Vec<std::thread::JoinHandle<()>>,
 }
 
-/// UDP worker tasks reading the one socket.
-const UDP_WORKERS: usize = 2;
+impl Running {
+    /// Waits for every task and thread after the shutdown token was cancelled.
+    pub async fn wait(self) {
+        self.tasks.wait().await;
+        let threads = self.udp_threads;
+        let _ = tokio::task::spawn_blocking(move || {
+            for t in threads {
+                let _ = t.join();
+            }
+        })
+        .await;
+    }
+}
 
 fn default_upstreams(own: SocketAddr) -> Vec<SocketAddr> {
     let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
@@ -71,18 +86,23 @@ fn default_upstreams(own: SocketAddr) -> Vec<SocketAddr> {
 pub async fn start(cfg: Config, deps: Deps) -> Result<Running, DnsError> {
     let cfg = cfg.validate()?;
     let dns_bind = format!("{}:{}", cfg.listener, cfg.port);
-    let udp = tokio::net::UdpSocket::bind(&dns_bind)
-        .await
-        .map_err(|source| DnsError::Bind {
-            what: "DNS over UDP",
-            addr: dns_bind.clone(),
-            source,
-        })?;
-    let dns_addr = udp.local_addr().map_err(|source| DnsError::Bind {
+    let udp_err = |source| DnsError::Bind {
         what: "DNS over UDP",
         addr: dns_bind.clone(),
         source,
+    };
+    let first_addr: SocketAddr = dns_bind.parse().map_err(|_| {
+        udp_err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "listener must be an IP address",
+        ))
     })?;
+    let first = server::reuseport_udp(first_addr).map_err(udp_err)?;
+    let dns_addr = first.local_addr().map_err(udp_err)?;
+    let mut sockets = vec![first];
+    for _ in 1..deps.threads.max(1) {
+        sockets.push(server::reuseport_udp(dns_addr).map_err(udp_err)?);
+    }
     // TCP on the same port UDP got, so `--dns-port 0` still gives one port for both.
     let tcp_bind = dns_addr.to_string();
     let tcp = tokio::net::TcpListener::bind(&tcp_bind)
@@ -133,13 +153,12 @@ pub async fn start(cfg: Config, deps: Deps) -> Result<Running, DnsError> {
     });
     let tasks = TaskTracker::new();
     let shutdown = deps.shutdown.clone();
-    server::spawn_udp(
-        shared.clone(),
-        Arc::new(udp),
-        UDP_WORKERS,
-        shutdown.clone(),
-        &tasks,
-    );
+    let udp_threads = server::spawn_udp_threads(shared.clone(), sockets, shutdown.clone())
+        .map_err(|source| DnsError::Bind {
+            what: "DNS over UDP",
+            addr: dns_addr.to_string(),
+            source,
+        })?;
     server::spawn_tcp(shared.clone(), tcp, shutdown.clone(), &tasks);
 
     let (index_tx, index_rx) = watch::channel(0u64);
@@ -166,6 +185,7 @@ pub async fn start(cfg: Config, deps: Deps) -> Result<Running, DnsError> {
         dns_addr,
         http_addr,
         tasks,
+        udp_threads,
     })
 }
 

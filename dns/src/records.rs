@@ -253,6 +253,8 @@ pub struct RecordSet {
     pub srv: HashMap<String, Vec<Srv>>,
     pub ptr: HashMap<String, Vec<String>>,
     pub enumerate: Vec<EnumFramework>,
+    /// The same answers, encoded for the fast path.
+    pub fast: crate::fast::FastTable,
     pub serial: u32,
     /// Bumped on every rebuild: the `/v1/watch` index.
     pub index: u64,
@@ -540,6 +542,7 @@ pub fn build(cluster: &Cluster, cfg: &Config, serial: u32, index: u64) -> Record
             rs.srv.entry(p).or_default();
         }
     }
+    rs.fast = crate::fast::encode(&rs, cfg);
     rs
 }
 
