@@ -89,15 +89,18 @@ for port in $BPORT $NPORT $UPORT; do
   for _ in $(seq 1 50); do dig +short +time=1 +tries=1 -p "$port" @127.0.0.1 "$name" A | grep -q . && break; sleep 0.2; done
 done
 
-# CPU ticks of every process of a server (NSD serves from forked processes).
+# A process and all its descendants (NSD serves from forked processes).
+tree() { local c; echo "$1"; for c in $(pgrep -P "$1" || true); do tree "$c"; done; }
+# CPU ticks of a server's whole process tree.
 ticks() {
   local t=0 p
-  for p in $(pgrep -f -- "$1" || true); do
-    t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  for p in $(tree "$1"); do
+    # Fields after "pid (comm) ": comm may hold spaces ("nsd: server 1").
+    t=$((t + $(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}' || echo 0)))
   done
   echo $t
 }
-run() { # name process-pattern port -> "qps lost avg_latency_ms cpu_us_per_query"
+run() { # name pid port -> "qps lost avg_latency_ms cpu_us_per_query"
   local pid=$2 port=$3 before after out
   before=$(ticks "$pid")
   out=$(dnsperf -s 127.0.0.1 -p "$port" -d "$W/queries.txt" -c 20 -q 200 -T 1 -l "$SECS" 2>&1)
@@ -116,9 +119,9 @@ declare -A results
 for r in $(seq 1 "$ROUNDS"); do
   for s in basalt nsd unbound; do
     case $s in
-      basalt) line=$(run basalt "--dns-port $BPORT" $BPORT) ;;
-      nsd) line=$(run nsd "$W/nsd.conf" $NPORT) ;;
-      unbound) line=$(run unbound "$W/unbound.conf" $UPORT) ;;
+      basalt) line=$(run basalt $BASALT_PID $BPORT) ;;
+      nsd) line=$(run nsd $NSD_PID $NPORT) ;;
+      unbound) line=$(run unbound $UNBOUND_PID $UPORT) ;;
     esac
     echo "round $r $s: qps lost avg_ms cpu_us/query = $line"
     results[$s]+="$line"$'\n'
