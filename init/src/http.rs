@@ -1,0 +1,669 @@
+//! Marathon's `/v2` REST API over init's state, with Marathon's shapes and status codes.
+
+use crate::app::AppDefinition;
+use crate::state::{self, AppRecord, Refusal, State, TaskRecord};
+use crate::{Shared, now_ms};
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State as AxState};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, get, post};
+use basalt_api::TaskState;
+use basalt_api::scheduler::{Call, CallType};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+type Ctx = AxState<Arc<Shared>>;
+type Params = Query<HashMap<String, String>>;
+
+pub(crate) fn router(shared: Arc<Shared>) -> axum::Router {
+    axum::Router::new()
+        .route("/v2/apps", get(list_apps).post(create_app))
+        .route("/v2/apps/{*rest}", any(app_path))
+        .route("/v2/tasks", get(list_tasks))
+        .route("/v2/tasks/delete", post(delete_tasks))
+        .route("/v2/deployments", get(list_deployments))
+        .route(
+            "/v2/deployments/{id}",
+            get(get_deployment).delete(delete_deployment),
+        )
+        .route("/v2/queue", get(queue))
+        .route("/v2/events", get(events))
+        .route("/v2/info", get(info))
+        .route("/v2/leader", get(leader))
+        .route("/ping", get(|| async { "pong" }))
+        .route("/metrics", get(metrics))
+        .fallback(|| async { refuse(Refusal::new(404, "no such endpoint")) })
+        .with_state(shared)
+}
+
+fn refuse(r: Refusal) -> Response {
+    let code = StatusCode::from_u16(r.status).unwrap_or(StatusCode::BAD_REQUEST);
+    (code, Json(r.body)).into_response()
+}
+
+fn internal(e: String) -> Response {
+    refuse(Refusal::new(
+        503,
+        format!("init could not store the change: {e}"),
+    ))
+}
+
+fn flag(q: &HashMap<String, String>, k: &str) -> bool {
+    q.get(k)
+        .is_some_and(|v| v == "true" || v.is_empty() || v == "1")
+}
+
+fn task_json(t: &TaskRecord) -> Value {
+    let state = if t.killing && !t.state.is_terminal() {
+        "TASK_KILLING"
+    } else {
+        t.state.as_str()
+    };
+    let mut v = json!({
+        "id": t.id,
+        "appId": t.app,
+        "host": t.host,
+        "ports": t.ports,
+        "servicePorts": t.service_ports,
+        "slaveId": t.agent_id,
+        "agentId": t.agent_id,
+        "stagedAt": t.staged_at,
+        "startedAt": t.started_at,
+        "version": t.version,
+        "state": state,
+        "healthCheckResults": [],
+        "localVolumes": [],
+        "ipAddresses": [],
+    });
+    if let Some(h) = t.healthy {
+        v["healthCheckResults"] = json!([{"alive": h, "taskId": t.id}]);
+    }
+    v
+}
+
+fn app_json(st: &State, a: &AppRecord, embed_tasks: bool) -> Value {
+    let mut v = serde_json::to_value(&a.def).unwrap_or_else(|_| json!({}));
+    let tasks: Vec<&TaskRecord> = st
+        .tasks
+        .values()
+        .filter(|t| t.app == a.def.id && !t.state.is_terminal())
+        .collect();
+    let running = tasks
+        .iter()
+        .filter(|t| t.state == TaskState::Running)
+        .count();
+    let healthy = tasks.iter().filter(|t| t.healthy == Some(true)).count();
+    let unhealthy = tasks.iter().filter(|t| t.healthy == Some(false)).count();
+    let defs: Vec<Value> = a
+        .def
+        .port_defs()
+        .iter()
+        .zip(&a.service_ports)
+        .map(|(d, p)| {
+            let mut d = serde_json::to_value(d).unwrap_or_else(|_| json!({}));
+            d["port"] = json!(p);
+            d
+        })
+        .collect();
+    v["portDefinitions"] = json!(defs);
+    v["ports"] = json!(a.service_ports);
+    v["versionInfo"] =
+        json!({"lastScalingAt": a.last_scaling_at, "lastConfigChangeAt": a.config_version});
+    v["tasksRunning"] = json!(running);
+    v["tasksStaged"] = json!(tasks.len() - running);
+    v["tasksHealthy"] = json!(healthy);
+    v["tasksUnhealthy"] = json!(unhealthy);
+    v["deployments"] = json!(
+        st.deployments
+            .values()
+            .filter(|d| d.app == a.def.id)
+            .map(|d| json!({"id": d.id}))
+            .collect::<Vec<_>>()
+    );
+    if let Some(f) = &a.last_failure {
+        v["lastTaskFailure"] = f.clone();
+    }
+    if embed_tasks {
+        v["tasks"] = json!(tasks.iter().map(|t| task_json(t)).collect::<Vec<_>>());
+    }
+    v
+}
+
+/// `label=key==value`, `key!=value` or `key` selectors, comma-separated.
+fn label_matches(sel: &str, labels: &std::collections::BTreeMap<String, String>) -> bool {
+    sel.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .all(|s| {
+            if let Some((k, v)) = s.split_once("==") {
+                labels.get(k.trim()).is_some_and(|x| x == v.trim())
+            } else if let Some((k, v)) = s.split_once("!=") {
+                labels.get(k.trim()).is_none_or(|x| x != v.trim())
+            } else {
+                labels.contains_key(s)
+            }
+        })
+}
+
+async fn list_apps(AxState(s): Ctx, Query(q): Params) -> Json<Value> {
+    let st = s.lock();
+    let embed = q.get("embed").map(String::as_str).unwrap_or_default();
+    let embed_tasks = embed.contains("apps.tasks");
+    let apps: Vec<Value> = st
+        .apps
+        .values()
+        .filter(|a| !a.deleting)
+        .filter(|a| q.get("id").is_none_or(|id| a.def.id.contains(id.as_str())))
+        .filter(|a| {
+            q.get("cmd")
+                .is_none_or(|c| a.def.cmd.as_deref().is_some_and(|x| x.contains(c.as_str())))
+        })
+        .filter(|a| {
+            q.get("label")
+                .is_none_or(|l| label_matches(l, &a.def.labels))
+        })
+        .map(|a| app_json(&st, a, embed_tasks))
+        .collect();
+    Json(json!({ "apps": apps }))
+}
+
+fn parse_app(body: &[u8]) -> Result<AppDefinition, Refusal> {
+    serde_json::from_slice::<AppDefinition>(body).map_err(|e| Refusal {
+        status: 422,
+        body: json!({"message": "Invalid JSON", "details": [{"path": "/", "errors": [e.to_string()]}]}),
+    })
+}
+
+async fn revive_if_needed(s: &Arc<Shared>) {
+    let needs = s.lock().needs_offers(now_ms());
+    if needs {
+        // Clears decline filters, so a new app does not wait them out.
+        let c = Call::new(None, CallType::Revive);
+        s.call(c).await;
+    }
+    s.wake.notify_one();
+}
+
+async fn create_app(AxState(s): Ctx, Query(q): Params, body: Bytes) -> Response {
+    let def = match parse_app(&body) {
+        Ok(d) => d,
+        Err(r) => return refuse(r),
+    };
+    let force = flag(&q, "force");
+    let now = now_ms();
+    let r = s.mutate(|st, fx| {
+        st.put_app(def, now, true, force, fx).map(|(_, dep)| {
+            let id = st
+                .deployments
+                .get(&dep)
+                .map(|d| d.app.clone())
+                .unwrap_or_default();
+            let app = st
+                .apps
+                .get(&id)
+                .map(|a| app_json(st, a, false))
+                .unwrap_or(Value::Null);
+            (id, dep, app)
+        })
+    });
+    match r {
+        Err(e) => internal(e),
+        Ok((Err(r), _)) => refuse(r),
+        Ok((Ok((id, dep, app)), _)) => {
+            revive_if_needed(&s).await;
+            let mut h = HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_str(&format!("/v2/apps{id}")) {
+                h.insert(header::LOCATION, v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&dep) {
+                h.insert("Marathon-Deployment-Id", v);
+            }
+            (StatusCode::CREATED, h, Json(app)).into_response()
+        }
+    }
+}
+
+fn deployment_result(version: String, dep: String) -> Response {
+    let mut h = HeaderMap::new();
+    if let Ok(v) = HeaderValue::from_str(&dep) {
+        h.insert("Marathon-Deployment-Id", v);
+    }
+    (
+        StatusCode::OK,
+        h,
+        Json(json!({"version": version, "deploymentId": dep})),
+    )
+        .into_response()
+}
+
+/// Everything under `/v2/apps/...`: the app id may have any number of segments, so the
+/// suffixes (`/tasks`, `/restart`, `/versions`) are peeled off by hand.
+async fn app_path(
+    AxState(s): Ctx,
+    method: Method,
+    Path(rest): Path<String>,
+    Query(q): Params,
+    body: Bytes,
+) -> Response {
+    let path = format!("/{}", rest.trim_matches('/'));
+    if let Some((id, task)) = path.split_once("/tasks/") {
+        return match method {
+            Method::GET => one_task(&s, id, task),
+            Method::DELETE => kill_one(&s, task, flag(&q, "scale")).await,
+            _ => refuse(Refusal::new(405, "use GET or DELETE")),
+        };
+    }
+    if let Some(id) = path.strip_suffix("/tasks") {
+        return match method {
+            Method::GET => app_tasks(&s, id),
+            Method::DELETE => kill_all(&s, id, flag(&q, "scale")).await,
+            _ => refuse(Refusal::new(405, "use GET or DELETE")),
+        };
+    }
+    if let Some(id) = path.strip_suffix("/restart") {
+        if method != Method::POST {
+            return refuse(Refusal::new(405, "use POST"));
+        }
+        let now = now_ms();
+        let force = flag(&q, "force");
+        return match s.mutate(|st, fx| st.restart_app(id, now, force, fx)) {
+            Err(e) => internal(e),
+            Ok((Err(r), _)) => refuse(r),
+            Ok((Ok((v, d)), _)) => {
+                revive_if_needed(&s).await;
+                deployment_result(v, d)
+            }
+        };
+    }
+    if let Some((id, version)) = path.split_once("/versions") {
+        return versions(&s, id, version.trim_start_matches('/'));
+    }
+    let id = path;
+    match method {
+        Method::GET => {
+            let st = s.lock();
+            match st.apps.get(&id).filter(|a| !a.deleting) {
+                Some(a) => Json(json!({"app": app_json(&st, a, true)})).into_response(),
+                None => refuse(Refusal::new(404, format!("App '{id}' does not exist"))),
+            }
+        }
+        Method::PUT | Method::PATCH => {
+            let mut def = if method == Method::PATCH {
+                let current = s
+                    .lock()
+                    .apps
+                    .get(&id)
+                    .filter(|a| !a.deleting)
+                    .map(|a| a.def.clone());
+                let Some(current) = current else {
+                    return refuse(Refusal::new(404, format!("App '{id}' does not exist")));
+                };
+                let patch: Value = match serde_json::from_slice(&body) {
+                    Ok(v) => v,
+                    Err(e) => return refuse(Refusal::new(422, format!("Invalid JSON: {e}"))),
+                };
+                let mut merged = serde_json::to_value(current).unwrap_or_else(|_| json!({}));
+                if let (Some(m), Some(p)) = (merged.as_object_mut(), patch.as_object()) {
+                    for (k, v) in p {
+                        m.insert(k.clone(), v.clone());
+                    }
+                }
+                match serde_json::from_value::<AppDefinition>(merged) {
+                    Ok(d) => d,
+                    Err(e) => return refuse(Refusal::new(422, format!("Invalid JSON: {e}"))),
+                }
+            } else {
+                match parse_app(&body) {
+                    Ok(d) => d,
+                    Err(r) => return refuse(r),
+                }
+            };
+            if def.id.is_empty() {
+                def.id = id.clone();
+            }
+            if state::task_id_prefix(&def.id) != state::task_id_prefix(&id)
+                && crate::app::normalize_id(&def.id).ok().as_deref() != Some(id.as_str())
+            {
+                return refuse(Refusal::new(
+                    422,
+                    "the app id in the body does not match the path",
+                ));
+            }
+            let now = now_ms();
+            let force = flag(&q, "force");
+            let existed = s.lock().apps.get(&id).is_some_and(|a| !a.deleting);
+            match s.mutate(|st, fx| st.put_app(def, now, false, force, fx)) {
+                Err(e) => internal(e),
+                Ok((Err(r), _)) => refuse(r),
+                Ok((Ok((v, d)), _)) => {
+                    revive_if_needed(&s).await;
+                    let mut resp = deployment_result(v, d);
+                    if !existed {
+                        *resp.status_mut() = StatusCode::CREATED;
+                    }
+                    resp
+                }
+            }
+        }
+        Method::DELETE => {
+            let now = now_ms();
+            let force = flag(&q, "force");
+            match s.mutate(|st, fx| st.delete_app(&id, now, force, fx)) {
+                Err(e) => internal(e),
+                Ok((Err(r), _)) => refuse(r),
+                Ok((Ok((v, d)), kills)) => {
+                    s.kill(kills).await;
+                    s.wake.notify_one();
+                    deployment_result(v, d)
+                }
+            }
+        }
+        _ => refuse(Refusal::new(405, "use GET, PUT, PATCH or DELETE")),
+    }
+}
+
+fn app_tasks(s: &Arc<Shared>, id: &str) -> Response {
+    let st = s.lock();
+    if !st.apps.contains_key(id) {
+        return refuse(Refusal::new(404, format!("App '{id}' does not exist")));
+    }
+    let tasks: Vec<Value> = st
+        .tasks
+        .values()
+        .filter(|t| t.app == id && !t.state.is_terminal())
+        .map(task_json)
+        .collect();
+    Json(json!({ "tasks": tasks })).into_response()
+}
+
+fn one_task(s: &Arc<Shared>, id: &str, task: &str) -> Response {
+    let st = s.lock();
+    match st.tasks.get(task).filter(|t| t.app == id) {
+        Some(t) => Json(json!({"task": task_json(t)})).into_response(),
+        None => refuse(Refusal::new(404, format!("Task '{task}' does not exist"))),
+    }
+}
+
+async fn kill_one(s: &Arc<Shared>, task: &str, scale: bool) -> Response {
+    let now = now_ms();
+    match s.mutate(|st, fx| st.kill_task(task, scale, now, fx)) {
+        Err(e) => internal(e),
+        Ok((Err(r), _)) => refuse(r),
+        Ok((Ok(t), kills)) => {
+            s.kill(kills).await;
+            s.wake.notify_one();
+            Json(json!({"task": task_json(&t)})).into_response()
+        }
+    }
+}
+
+async fn kill_all(s: &Arc<Shared>, id: &str, scale: bool) -> Response {
+    let ids: Vec<String> = s
+        .lock()
+        .tasks
+        .values()
+        .filter(|t| t.app == id && !t.state.is_terminal() && !t.killing)
+        .map(|t| t.id.clone())
+        .collect();
+    let mut killed = Vec::new();
+    let mut all_kills = Vec::new();
+    let now = now_ms();
+    for t in ids {
+        if let Ok((Ok(rec), kills)) = s.mutate(|st, fx| st.kill_task(&t, scale, now, fx)) {
+            killed.push(task_json(&rec));
+            all_kills.extend(kills);
+        }
+    }
+    s.kill(all_kills).await;
+    s.wake.notify_one();
+    Json(json!({ "tasks": killed })).into_response()
+}
+
+fn versions(s: &Arc<Shared>, id: &str, version: &str) -> Response {
+    let list = match s.store.list(&format!("{}{id}/", state::KEY_VERSIONS)) {
+        Ok(l) => l,
+        Err(e) => return internal(e.to_string()),
+    };
+    if list.is_empty() {
+        return refuse(Refusal::new(404, format!("App '{id}' does not exist")));
+    }
+    if version.is_empty() {
+        let mut vs: Vec<String> = list
+            .iter()
+            .filter_map(|(k, _)| k.rsplit('/').next().map(str::to_owned))
+            .collect();
+        vs.sort_by(|a, b| b.cmp(a));
+        return Json(json!({ "versions": vs })).into_response();
+    }
+    match list
+        .iter()
+        .find(|(k, _)| k.ends_with(&format!("/{version}")))
+    {
+        Some((_, v)) => match serde_json::from_slice::<Value>(v) {
+            Ok(def) => Json(def).into_response(),
+            Err(e) => internal(e.to_string()),
+        },
+        None => refuse(Refusal::new(
+            404,
+            format!("Version '{version}' of app '{id}' does not exist"),
+        )),
+    }
+}
+
+async fn list_tasks(AxState(s): Ctx, Query(q): Params) -> Json<Value> {
+    let st = s.lock();
+    let want = q.get("status").map(|v| v.to_ascii_lowercase());
+    let tasks: Vec<Value> = st
+        .tasks
+        .values()
+        .filter(|t| !t.state.is_terminal())
+        .filter(|t| match want.as_deref() {
+            Some("running") => t.state == TaskState::Running,
+            Some("staging") => t.state == TaskState::Staging || t.state == TaskState::Starting,
+            _ => true,
+        })
+        .map(task_json)
+        .collect();
+    Json(json!({ "tasks": tasks }))
+}
+
+async fn delete_tasks(AxState(s): Ctx, Query(q): Params, body: Bytes) -> Response {
+    let ids: Vec<String> = match serde_json::from_slice::<Value>(&body) {
+        Ok(v) => match v.get("ids").and_then(Value::as_array) {
+            Some(a) => a
+                .iter()
+                .filter_map(|x| x.as_str().map(str::to_owned))
+                .collect(),
+            None => return refuse(Refusal::new(422, "expected {\"ids\": [task ids]}")),
+        },
+        Err(e) => return refuse(Refusal::new(422, format!("Invalid JSON: {e}"))),
+    };
+    let scale = flag(&q, "scale");
+    let now = now_ms();
+    let mut all = Vec::new();
+    let mut killed = Vec::new();
+    for t in ids {
+        match s.mutate(|st, fx| st.kill_task(&t, scale, now, fx)) {
+            Ok((Ok(rec), kills)) => {
+                killed.push(task_json(&rec));
+                all.extend(kills);
+            }
+            Ok((Err(r), _)) => return refuse(r),
+            Err(e) => return internal(e),
+        }
+    }
+    s.kill(all).await;
+    s.wake.notify_one();
+    Json(json!({ "tasks": killed })).into_response()
+}
+
+async fn list_deployments(AxState(s): Ctx) -> Json<Value> {
+    let st = s.lock();
+    Json(Value::Array(
+        st.deployments.values().map(|d| d.to_json()).collect(),
+    ))
+}
+
+async fn get_deployment(AxState(s): Ctx, Path(id): Path<String>) -> Response {
+    let st = s.lock();
+    match st.deployments.get(&id) {
+        Some(d) => Json(d.to_json()).into_response(),
+        None => refuse(Refusal::new(
+            404,
+            format!("DeploymentPlan {id} does not exist"),
+        )),
+    }
+}
+
+/// `?force=true` drops the deployment where it stands; without it, the app goes back to
+/// the version it had before (a new deployment).
+async fn delete_deployment(AxState(s): Ctx, Path(id): Path<String>, Query(q): Params) -> Response {
+    let Some(d) = s.lock().deployments.get(&id).cloned() else {
+        return refuse(Refusal::new(
+            404,
+            format!("DeploymentPlan {id} does not exist"),
+        ));
+    };
+    if flag(&q, "force") {
+        let r = s.mutate(|st, fx| {
+            st.deployments.remove(&id);
+            fx.writes.push(basalt_kernel_store::Write::Delete(format!(
+                "{}{id}",
+                state::KEY_DEPLOYMENTS
+            )));
+        });
+        return match r {
+            Ok(_) => StatusCode::ACCEPTED.into_response(),
+            Err(e) => internal(e),
+        };
+    }
+    let list = match s.store.list(&format!("{}{}/", state::KEY_VERSIONS, d.app)) {
+        Ok(l) => l,
+        Err(e) => return internal(e.to_string()),
+    };
+    let previous = list
+        .iter()
+        .filter(|(k, _)| k.rsplit('/').next().is_some_and(|v| v < d.version.as_str()))
+        .max_by(|a, b| a.0.cmp(&b.0))
+        .and_then(|(_, v)| serde_json::from_slice::<AppDefinition>(v).ok());
+    let now = now_ms();
+    let r = match previous {
+        Some(mut def) => {
+            def.version = None;
+            s.mutate(|st, fx| st.put_app(def, now, false, true, fx))
+        }
+        // Rolling back a creation removes the app.
+        None => s.mutate(|st, fx| st.delete_app(&d.app, now, true, fx)),
+    };
+    match r {
+        Err(e) => internal(e),
+        Ok((Err(r), _)) => refuse(r),
+        Ok((Ok((v, dep)), kills)) => {
+            s.kill(kills).await;
+            revive_if_needed(&s).await;
+            deployment_result(v, dep)
+        }
+    }
+}
+
+async fn queue(AxState(s): Ctx) -> Json<Value> {
+    let st = s.lock();
+    let now = now_ms();
+    let queue: Vec<Value> = st
+        .apps
+        .values()
+        .filter_map(|a| {
+            let count = st.wanted(&a.def.id, u64::MAX.min(now.max(a.delay_until)));
+            (count > 0 || a.delay_until > now).then(|| {
+                let left = a.delay_until.saturating_sub(now) as f64 / 1000.0;
+                json!({"app": app_json(&st, a, false), "count": count,
+                       "delay": {"timeLeftSeconds": left, "overdue": left <= 0.0}})
+            })
+        })
+        .collect();
+    Json(json!({ "queue": queue }))
+}
+
+async fn info(AxState(s): Ctx) -> Json<Value> {
+    let fid = s.lock().framework_id.clone();
+    Json(json!({
+        "name": "marathon",
+        "version": "1.11.0",
+        "buildref": format!("basalt-{}", basalt_api::VERSION),
+        "elected": true,
+        "leader": s.leader,
+        "frameworkId": fid,
+        "marathon_config": {"master": s.master.base_url(), "framework_name": s.cfg.framework_name,
+                            "failover_timeout": s.cfg.failover_timeout.as_secs(), "local_port_min": 10000, "local_port_max": 20000},
+        "http_config": {"http_port": s.cfg.port},
+        "event_subscriber": {"type": "http_callback"},
+    }))
+}
+
+async fn leader(AxState(s): Ctx) -> Json<Value> {
+    Json(json!({"leader": s.leader}))
+}
+
+async fn metrics(AxState(s): Ctx) -> Json<Value> {
+    let st = s.lock();
+    let running = st
+        .tasks
+        .values()
+        .filter(|t| t.state == TaskState::Running)
+        .count();
+    Json(json!({
+        "gauges": {
+            "marathon.apps.active.gauge": {"value": st.apps.len()},
+            "marathon.tasks.running.gauge": {"value": running},
+            "marathon.deployments.active.gauge": {"value": st.deployments.len()},
+        }
+    }))
+}
+
+/// Marathon's event bus as server-sent events; `event_type=a&event_type=b` filters.
+async fn events(AxState(s): Ctx, uri: axum::http::Uri) -> Response {
+    let types: Vec<String> = uri
+        .query()
+        .unwrap_or_default()
+        .split('&')
+        .filter_map(|kv| kv.strip_prefix("event_type="))
+        .map(str::to_owned)
+        .collect();
+    let rx = s.events.subscribe();
+    let attached = json!({"eventType": "event_stream_attached", "timestamp": state::iso(now_ms()), "remoteAddress": "client"});
+    let first = futures_util::stream::once(async move {
+        Ok::<Event, std::convert::Infallible>(
+            Event::default()
+                .event("event_stream_attached")
+                .data(attached.to_string()),
+        )
+    });
+    let rest = futures_util::stream::unfold((rx, types), |(mut rx, types)| async move {
+        loop {
+            match rx.recv().await {
+                Ok(ev) => {
+                    let kind = ev
+                        .get("eventType")
+                        .and_then(Value::as_str)
+                        .unwrap_or("event")
+                        .to_owned();
+                    if !types.is_empty() && !types.contains(&kind) {
+                        continue;
+                    }
+                    let e = Event::default().event(kind).data(ev.to_string());
+                    return Some((Ok::<Event, std::convert::Infallible>(e), (rx, types)));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    use futures_util::StreamExt;
+    Sse::new(first.chain(rest))
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}

@@ -1,0 +1,868 @@
+//! init's state and its decisions: which apps need tasks, which offers fit them (resources,
+//! ports, constraints), which tasks to kill (scale-down, rolling replacement), back-off
+//! after failures, and when a deployment is done. No I/O here: the shell persists the
+//! `Write`s returned and sends the calls.
+
+use crate::app::AppDefinition;
+use basalt_api::scheduler::Offer;
+use basalt_api::task::{CommandInfo, Environment, Label, Labels, Variable};
+use basalt_api::{Ranges, Resources, RoleResources, TaskId, TaskInfo, TaskState, TaskStatus};
+use basalt_kernel_store::Write;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Service ports handed out for port 0 (Marathon's `--local_port_min/max`).
+pub const SERVICE_PORTS: std::ops::RangeInclusive<u16> = 10000..=20000;
+
+pub(crate) const KEY_FRAMEWORK: &str = "init/framework-id";
+pub(crate) const KEY_APPS: &str = "init/apps/";
+pub(crate) const KEY_VERSIONS: &str = "init/versions/";
+pub(crate) const KEY_TASKS: &str = "init/tasks/";
+pub(crate) const KEY_DEPLOYMENTS: &str = "init/deployments/";
+
+/// What we remember of an app besides its definition.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppRecord {
+    pub def: AppDefinition,
+    /// Version of the last change that needed new tasks; tasks of older config versions
+    /// are replaced.
+    pub config_version: String,
+    pub service_ports: Vec<u16>,
+    pub last_scaling_at: String,
+    #[serde(default)]
+    pub last_failure: Option<Value>,
+    /// Back-off: the delay the next failure adds, and no launch before `delay_until` (ms).
+    #[serde(default)]
+    pub delay_secs: f64,
+    #[serde(default)]
+    pub delay_until: u64,
+    /// Being deleted: kill everything, then forget the app.
+    #[serde(default)]
+    pub deleting: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub id: String,
+    pub app: String,
+    pub version: String,
+    pub config_version: String,
+    pub agent_id: String,
+    pub host: String,
+    pub attributes: BTreeMap<String, String>,
+    pub ports: Vec<u16>,
+    pub service_ports: Vec<u16>,
+    pub staged_at: String,
+    #[serde(default)]
+    pub started_at: Option<String>,
+    pub state: TaskState,
+    #[serde(default)]
+    pub healthy: Option<bool>,
+    /// We asked for it to be killed.
+    #[serde(default)]
+    pub killing: bool,
+    pub staged_ms: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Deployment {
+    pub id: String,
+    pub version: String,
+    pub app: String,
+    pub action: String,
+}
+
+impl Deployment {
+    pub fn to_json(&self) -> Value {
+        let action = json!({"action": self.action, "app": self.app, "readinessCheckResults": []});
+        json!({
+            "id": self.id,
+            "version": self.version,
+            "affectedApps": [self.app],
+            "affectedPods": [],
+            "steps": [{"actions": [{"action": self.action, "app": self.app}]}],
+            "currentActions": [action],
+            "currentStep": 1,
+            "totalSteps": 1,
+        })
+    }
+}
+
+/// The Marathon API's error: status and body.
+#[derive(Debug)]
+pub struct Refusal {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Refusal {
+    pub fn new(status: u16, message: impl Into<String>) -> Self {
+        Refusal {
+            status,
+            body: json!({"message": message.into()}),
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct State {
+    pub apps: BTreeMap<String, AppRecord>,
+    pub tasks: BTreeMap<String, TaskRecord>,
+    pub deployments: BTreeMap<String, Deployment>,
+    pub framework_id: Option<String>,
+    /// Events for `/v2/events` subscribers, drained by the shell.
+    pub events: Vec<Value>,
+}
+
+/// ISO 8601 UTC with milliseconds, as Marathon writes versions.
+pub fn iso(ms: u64) -> String {
+    let secs = (ms / 1000) as i64;
+    let days = secs.div_euclid(86400);
+    let rem = secs.rem_euclid(86400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+fn live(t: &TaskRecord) -> bool {
+    !t.state.is_terminal()
+}
+
+/// `/group/app` → `app.group` (Marathon's task name), `group_app` (task id prefix).
+pub fn task_name(app: &str) -> String {
+    app.trim_start_matches('/')
+        .split('/')
+        .rev()
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+pub fn task_id_prefix(app: &str) -> String {
+    app.trim_start_matches('/').replace('/', "_")
+}
+
+/// Whether a task launched now on an agent with `host`/`attrs` keeps `constraints`.
+fn constraints_ok(
+    constraints: &[Vec<String>],
+    host: &str,
+    attrs: &BTreeMap<String, String>,
+    siblings: &[&TaskRecord],
+) -> bool {
+    let value_of = |field: &str, h: &str, a: &BTreeMap<String, String>| -> Option<String> {
+        if field == "hostname" {
+            Some(h.to_owned())
+        } else {
+            a.get(field).cloned()
+        }
+    };
+    for c in constraints {
+        let (field, op) = (c[0].as_str(), c[1].as_str());
+        let arg = c.get(2).map(String::as_str);
+        let mine = value_of(field, host, attrs);
+        let theirs: Vec<Option<String>> = siblings
+            .iter()
+            .map(|t| value_of(field, &t.host, &t.attributes))
+            .collect();
+        let ok = match op {
+            "UNIQUE" => mine.is_some() && !theirs.contains(&mine),
+            "CLUSTER" => match arg {
+                Some(v) if !v.is_empty() => mine.as_deref() == Some(v),
+                _ => theirs.first().is_none_or(|t| *t == mine),
+            },
+            "IS" => mine.as_deref() == arg,
+            "LIKE" | "UNLIKE" => {
+                let re = regex_lite::Regex::new(&format!("^(?:{})$", arg.unwrap_or("")));
+                let matched = match (&re, &mine) {
+                    (Ok(re), Some(v)) => re.is_match(v),
+                    _ => false,
+                };
+                if op == "LIKE" { matched } else { !matched }
+            }
+            "MAX_PER" => {
+                let max: usize = arg.and_then(|s| s.parse().ok()).unwrap_or(0);
+                theirs.iter().filter(|t| **t == mine).count() < max
+            }
+            "GROUP_BY" => {
+                // Spread evenly over the values seen so far: never add to a group that
+                // already has more than the smallest one.
+                let mut counts: BTreeMap<Option<String>, usize> = BTreeMap::new();
+                for t in &theirs {
+                    *counts.entry(t.clone()).or_default() += 1;
+                }
+                let here = counts.get(&mine).copied().unwrap_or(0);
+                let min = counts.values().copied().min().unwrap_or(0);
+                let groups: Option<usize> = arg.and_then(|s| s.parse().ok());
+                let fewer_groups_than_wanted = groups.is_some_and(|g| counts.len() < g);
+                here == 0 && fewer_groups_than_wanted || here <= min
+            }
+            _ => false,
+        };
+        if !ok {
+            return false;
+        }
+    }
+    true
+}
+
+/// What the shell must do after a decision.
+#[derive(Debug, Default)]
+pub struct Effects {
+    pub writes: Vec<Write>,
+    pub kills: Vec<(String, Option<String>)>,
+}
+
+fn put<T: Serialize>(key: String, v: &T) -> Write {
+    Write::Put(key, serde_json::to_vec(v).unwrap_or_default())
+}
+
+impl State {
+    /// Rebuilds from the store.
+    pub fn load(records: Vec<(String, Vec<u8>)>) -> State {
+        let mut s = State::default();
+        for (k, v) in records {
+            if k == KEY_FRAMEWORK {
+                s.framework_id = String::from_utf8(v).ok();
+            } else if let Some(id) = k.strip_prefix(KEY_APPS) {
+                if let Ok(a) = serde_json::from_slice::<AppRecord>(&v) {
+                    s.apps.insert(id.to_owned(), a);
+                }
+            } else if let Some(id) = k.strip_prefix(KEY_TASKS) {
+                if let Ok(t) = serde_json::from_slice::<TaskRecord>(&v) {
+                    s.tasks.insert(id.to_owned(), t);
+                }
+            } else if let Some(id) = k.strip_prefix(KEY_DEPLOYMENTS)
+                && let Ok(d) = serde_json::from_slice::<Deployment>(&v)
+            {
+                s.deployments.insert(id.to_owned(), d);
+            }
+        }
+        s
+    }
+
+    fn used_service_ports(&self, except: &str) -> BTreeSet<u16> {
+        self.apps
+            .iter()
+            .filter(|(id, _)| id.as_str() != except)
+            .flat_map(|(_, a)| a.service_ports.iter().copied())
+            .collect()
+    }
+
+    /// Service ports for `def`: explicit ones checked for clashes, 0s allocated.
+    fn assign_service_ports(
+        &self,
+        def: &AppDefinition,
+        previous: Option<&[u16]>,
+    ) -> Result<Vec<u16>, Refusal> {
+        let used = self.used_service_ports(&def.id);
+        let mut taken: BTreeSet<u16> = BTreeSet::new();
+        let mut out = Vec::new();
+        for (i, p) in def.port_defs().iter().enumerate() {
+            if p.port != 0 {
+                let port = p.port as u16;
+                if used.contains(&port) {
+                    return Err(Refusal {
+                        status: 422,
+                        body: json!({"message": "Object is not valid", "details": [{
+                            "path": format!("/portDefinitions({i})/port"),
+                            "errors": [format!("Requested service port {port} is used by another app")]}]}),
+                    });
+                }
+                taken.insert(port);
+                out.push(port);
+            } else {
+                out.push(0);
+            }
+        }
+        for (i, slot) in out.iter_mut().enumerate() {
+            if *slot != 0 {
+                continue;
+            }
+            // Keep what this app had, so an update does not move its service ports.
+            let keep = previous
+                .and_then(|p| p.get(i))
+                .copied()
+                .filter(|p| *p != 0 && !used.contains(p) && !taken.contains(p));
+            let port = keep.or_else(|| {
+                SERVICE_PORTS
+                    .clone()
+                    .find(|p| !used.contains(p) && !taken.contains(p))
+            });
+            let Some(port) = port else {
+                return Err(Refusal::new(422, "no service port left in 10000-20000"));
+            };
+            taken.insert(port);
+            *slot = port;
+        }
+        Ok(out)
+    }
+
+    fn deployment_for(
+        &mut self,
+        app: &str,
+        action: &str,
+        version: &str,
+        fx: &mut Effects,
+    ) -> String {
+        // A new deployment for an app replaces the one in flight.
+        let old: Vec<String> = self
+            .deployments
+            .values()
+            .filter(|d| d.app == app)
+            .map(|d| d.id.clone())
+            .collect();
+        for id in old {
+            self.deployments.remove(&id);
+            fx.writes
+                .push(Write::Delete(format!("{KEY_DEPLOYMENTS}{id}")));
+        }
+        let id = uuid::Uuid::new_v4().to_string();
+        let d = Deployment {
+            id: id.clone(),
+            version: version.to_owned(),
+            app: app.to_owned(),
+            action: action.to_owned(),
+        };
+        fx.writes.push(put(format!("{KEY_DEPLOYMENTS}{id}"), &d));
+        self.events.push(json!({"eventType": "deployment_info", "timestamp": version,
+            "plan": {"id": id, "version": version}, "currentStep": {"actions": [{"action": action, "app": app}]}}));
+        self.deployments.insert(id.clone(), d);
+        id
+    }
+
+    pub fn locked(&self, app: &str) -> Option<&Deployment> {
+        self.deployments.values().find(|d| d.app == app)
+    }
+
+    /// Creates or replaces an app (POST, PUT). Returns (version, deployment id).
+    pub fn put_app(
+        &mut self,
+        mut def: AppDefinition,
+        now_ms: u64,
+        create_only: bool,
+        force: bool,
+        fx: &mut Effects,
+    ) -> Result<(String, String), Refusal> {
+        if let Err(details) = def.validate() {
+            return Err(Refusal {
+                status: 422,
+                body: json!({"message": "Object is not valid", "details": details}),
+            });
+        }
+        let existing = self.apps.get(&def.id).filter(|a| !a.deleting);
+        if create_only && existing.is_some() {
+            return Err(Refusal::new(
+                409,
+                format!("An app with id [{}] already exists.", def.id),
+            ));
+        }
+        if !force && let Some(d) = self.locked(&def.id) {
+            return Err(Refusal {
+                status: 409,
+                body: json!({"message": "App is locked by one or more deployments. Override with the option '?force=true'. View details at '/v2/deployments/<DEPLOYMENT_ID>'.",
+                             "deployments": [{"id": d.id}]}),
+            });
+        }
+        let version = iso(now_ms);
+        def.version = Some(version.clone());
+        let previous = existing.map(|a| a.service_ports.clone());
+        let service_ports = self.assign_service_ports(&def, previous.as_deref())?;
+        let (config_version, action) = match existing {
+            Some(a) if !a.def.needs_restart(&def) => (a.config_version.clone(), "ScaleApplication"),
+            Some(_) => (version.clone(), "RestartApplication"),
+            None => (version.clone(), "StartApplication"),
+        };
+        let rec = AppRecord {
+            def: def.clone(),
+            config_version,
+            service_ports,
+            last_scaling_at: version.clone(),
+            last_failure: existing.and_then(|a| a.last_failure.clone()),
+            delay_secs: def.backoff_seconds,
+            delay_until: 0,
+            deleting: false,
+        };
+        fx.writes.push(put(format!("{KEY_APPS}{}", def.id), &rec));
+        fx.writes
+            .push(put(format!("{KEY_VERSIONS}{}/{version}", def.id), &def));
+        self.apps.insert(def.id.clone(), rec);
+        self.events.push(
+            json!({"eventType": "api_post_event", "timestamp": version, "appDefinition": def}),
+        );
+        let dep = self.deployment_for(&def.id, action, &version, fx);
+        Ok((version, dep))
+    }
+
+    /// Starts deleting an app: its tasks are killed, then it is forgotten.
+    pub fn delete_app(
+        &mut self,
+        id: &str,
+        now_ms: u64,
+        force: bool,
+        fx: &mut Effects,
+    ) -> Result<(String, String), Refusal> {
+        if !force && let Some(d) = self.locked(id) {
+            return Err(Refusal {
+                status: 409,
+                body: json!({"message": "App is locked by one or more deployments. Override with the option '?force=true'.", "deployments": [{"id": d.id}]}),
+            });
+        }
+        let Some(a) = self.apps.get_mut(id).filter(|a| !a.deleting) else {
+            return Err(Refusal::new(404, format!("App '{id}' does not exist")));
+        };
+        a.deleting = true;
+        let rec = a.clone();
+        fx.writes.push(put(format!("{KEY_APPS}{id}"), &rec));
+        let version = iso(now_ms);
+        let dep = self.deployment_for(id, "StopApplication", &version, fx);
+        self.reconcile_app(id, now_ms, fx);
+        Ok((version, dep))
+    }
+
+    /// Restart: a new config version, so every task is replaced by a rolling deployment.
+    pub fn restart_app(
+        &mut self,
+        id: &str,
+        now_ms: u64,
+        force: bool,
+        fx: &mut Effects,
+    ) -> Result<(String, String), Refusal> {
+        if !force && let Some(d) = self.locked(id) {
+            return Err(Refusal {
+                status: 409,
+                body: json!({"message": "App is locked by one or more deployments. Override with the option '?force=true'.", "deployments": [{"id": d.id}]}),
+            });
+        }
+        let Some(a) = self.apps.get_mut(id).filter(|a| !a.deleting) else {
+            return Err(Refusal::new(404, format!("App '{id}' does not exist")));
+        };
+        let version = iso(now_ms);
+        a.config_version = version.clone();
+        a.def.version = Some(version.clone());
+        let rec = a.clone();
+        fx.writes.push(put(format!("{KEY_APPS}{id}"), &rec));
+        let dep = self.deployment_for(id, "RestartApplication", &version, fx);
+        Ok((version, dep))
+    }
+
+    /// Kills one task (DELETE /v2/apps/{id}/tasks/{task}); `scale` lowers `instances`.
+    pub fn kill_task(
+        &mut self,
+        task: &str,
+        scale: bool,
+        now_ms: u64,
+        fx: &mut Effects,
+    ) -> Result<TaskRecord, Refusal> {
+        let Some(t) = self.tasks.get_mut(task).filter(|t| live(t)) else {
+            return Err(Refusal::new(404, format!("Task '{task}' does not exist")));
+        };
+        t.killing = true;
+        let rec = t.clone();
+        fx.writes.push(put(format!("{KEY_TASKS}{task}"), &rec));
+        fx.kills.push((rec.id.clone(), Some(rec.agent_id.clone())));
+        if scale && let Some(a) = self.apps.get_mut(&rec.app) {
+            a.def.instances = (a.def.instances - 1).max(0);
+            a.last_scaling_at = iso(now_ms);
+            let arec = a.clone();
+            fx.writes.push(put(format!("{KEY_APPS}{}", rec.app), &arec));
+        }
+        Ok(rec)
+    }
+
+    /// Tasks of `app` that count: alive and not being killed.
+    fn active<'a>(&'a self, app: &str) -> Vec<&'a TaskRecord> {
+        self.tasks
+            .values()
+            .filter(|t| t.app == app && live(t) && !t.killing)
+            .collect()
+    }
+
+    /// How many new tasks `app` wants now (0 while backing off).
+    pub fn wanted(&self, app: &str, now_ms: u64) -> usize {
+        let Some(a) = self.apps.get(app) else {
+            return 0;
+        };
+        if a.deleting || now_ms < a.delay_until {
+            return 0;
+        }
+        let active = self.active(app);
+        let instances = a.def.instances.max(0) as usize;
+        let current = active
+            .iter()
+            .filter(|t| t.config_version == a.config_version)
+            .count();
+        // During a rolling replacement the total may exceed `instances` by the over-capacity.
+        let over =
+            (instances as f64 * a.def.upgrade_strategy.maximum_over_capacity).floor() as usize;
+        let room = (instances + over).saturating_sub(active.len());
+        instances.saturating_sub(current).min(room)
+    }
+
+    /// Kills that scale-down, rolling replacement and deletion call for.
+    pub fn reconcile_app(&mut self, app: &str, now_ms: u64, fx: &mut Effects) {
+        let Some(a) = self.apps.get(app).cloned() else {
+            return;
+        };
+        let active: Vec<TaskRecord> = self.active(app).into_iter().cloned().collect();
+        let mut kill: Vec<String> = Vec::new();
+        if a.deleting {
+            kill.extend(active.iter().map(|t| t.id.clone()));
+        } else {
+            let instances = a.def.instances.max(0) as usize;
+            let (mut current, old): (Vec<&TaskRecord>, Vec<&TaskRecord>) = active
+                .iter()
+                .partition(|t| t.config_version == a.config_version);
+            // Old tasks go once enough current ones run to keep the minimum healthy.
+            fn ready(t: &TaskRecord) -> bool {
+                t.state == TaskState::Running && t.healthy != Some(false)
+            }
+            let min_healthy =
+                (instances as f64 * a.def.upgrade_strategy.minimum_health_capacity).ceil() as usize;
+            let mut running_total = current.iter().filter(|t| ready(t)).count()
+                + old.iter().filter(|t| ready(t)).count();
+            let mut old_sorted = old.clone();
+            // Not-yet-running old tasks first: they serve nobody.
+            old_sorted.sort_by_key(|t| (ready(t), std::cmp::Reverse(t.staged_ms)));
+            let current_ready = current.iter().filter(|t| ready(t)).count();
+            for t in old_sorted {
+                let is_ready = ready(t);
+                if !is_ready || running_total > min_healthy || current_ready >= instances {
+                    kill.push(t.id.clone());
+                    if is_ready {
+                        running_total -= 1;
+                    }
+                }
+            }
+            // Scale down: too many current tasks.
+            if current.len() > instances {
+                match a.def.kill_selection.as_str() {
+                    "OLDEST_FIRST" => current.sort_by_key(|t| t.staged_ms),
+                    _ => current.sort_by_key(|t| std::cmp::Reverse(t.staged_ms)),
+                }
+                // Unstarted ones go before running ones either way.
+                current.sort_by_key(|t| t.state == TaskState::Running);
+                kill.extend(
+                    current
+                        .iter()
+                        .take(current.len() - instances)
+                        .map(|t| t.id.clone()),
+                );
+            }
+        }
+        for id in kill {
+            if let Some(t) = self.tasks.get_mut(&id) {
+                t.killing = true;
+                let rec = t.clone();
+                fx.writes.push(put(format!("{KEY_TASKS}{id}"), &rec));
+                fx.kills.push((id, Some(rec.agent_id)));
+            }
+        }
+        self.finish_deployments(app, now_ms, fx);
+    }
+
+    /// Ends the app's deployment once it has converged.
+    fn finish_deployments(&mut self, app: &str, now_ms: u64, fx: &mut Effects) {
+        let Some(d) = self.locked(app).cloned() else {
+            return;
+        };
+        let done = match self.apps.get(app) {
+            None => true,
+            Some(a) if a.deleting => !self.tasks.values().any(|t| t.app == app && live(t)),
+            Some(a) => {
+                let instances = a.def.instances.max(0) as usize;
+                let tasks: Vec<&TaskRecord> = self
+                    .tasks
+                    .values()
+                    .filter(|t| t.app == app && live(t))
+                    .collect();
+                let running_current = tasks
+                    .iter()
+                    .filter(|t| {
+                        t.config_version == a.config_version
+                            && t.state == TaskState::Running
+                            && !t.killing
+                            && t.healthy != Some(false)
+                    })
+                    .count();
+                running_current == instances && tasks.len() == instances
+            }
+        };
+        if !done {
+            return;
+        }
+        self.deployments.remove(&d.id);
+        fx.writes
+            .push(Write::Delete(format!("{KEY_DEPLOYMENTS}{}", d.id)));
+        self.events.push(
+            json!({"eventType": "deployment_success", "timestamp": iso(now_ms), "id": d.id,
+            "plan": {"id": d.id, "version": d.version}}),
+        );
+        if self.apps.get(app).is_some_and(|a| a.deleting) {
+            self.apps.remove(app);
+            fx.writes.push(Write::Delete(format!("{KEY_APPS}{app}")));
+            self.events.push(json!({"eventType": "app_terminated_event", "appId": app, "timestamp": iso(now_ms)}));
+        }
+    }
+
+    /// A status update from the master. Returns whether the task was ours.
+    pub fn on_status(&mut self, st: &TaskStatus, now_ms: u64, fx: &mut Effects) -> bool {
+        let id = st.task_id.to_string();
+        let Some(t) = self.tasks.get_mut(&id) else {
+            return false;
+        };
+        let was_killing = t.killing;
+        t.state = st.state;
+        if st.healthy.is_some() {
+            t.healthy = st.healthy;
+        }
+        if st.state == TaskState::Running && t.started_at.is_none() {
+            t.started_at = Some(iso(now_ms));
+        }
+        let rec = t.clone();
+        self.events.push(json!({"eventType": "status_update_event", "timestamp": iso(now_ms),
+            "slaveId": rec.agent_id, "taskId": id, "taskStatus": st.state.as_str(), "message": st.message.clone().unwrap_or_default(),
+            "appId": rec.app, "host": rec.host, "ports": rec.ports, "version": rec.version}));
+        if st.state.is_terminal() {
+            self.tasks.remove(&id);
+            fx.writes.push(Write::Delete(format!("{KEY_TASKS}{id}")));
+            let failed = !was_killing && st.state != TaskState::Finished;
+            if let Some(a) = self.apps.get_mut(&rec.app) {
+                if !was_killing {
+                    // Back-off: each unasked-for end delays the next launch further.
+                    a.delay_until = now_ms + (a.delay_secs * 1000.0) as u64;
+                    a.delay_secs = (a.delay_secs * a.def.backoff_factor)
+                        .min(a.def.max_launch_delay_seconds)
+                        .max(a.def.backoff_seconds);
+                }
+                if failed {
+                    a.last_failure = Some(
+                        json!({"appId": rec.app, "host": rec.host, "message": st.message.clone().unwrap_or_default(),
+                        "state": st.state.as_str(), "taskId": id, "timestamp": iso(now_ms), "version": rec.version, "slaveId": rec.agent_id}),
+                    );
+                }
+                let arec = a.clone();
+                fx.writes.push(put(format!("{KEY_APPS}{}", rec.app), &arec));
+            }
+        } else {
+            if st.state == TaskState::Running
+                && let Some(a) = self.apps.get_mut(&rec.app)
+                && now_ms >= a.delay_until
+            {
+                // Running again: the next failure starts the back-off from the beginning.
+                a.delay_secs = a.def.backoff_seconds;
+            }
+            fx.writes.push(put(format!("{KEY_TASKS}{id}"), &rec));
+        }
+        let app = rec.app.clone();
+        self.reconcile_app(&app, now_ms, fx);
+        true
+    }
+
+    /// Task launches that fit `offer`, recorded as staged. Empty when nothing fits.
+    pub fn match_offer(&mut self, offer: &Offer, now_ms: u64, fx: &mut Effects) -> Vec<TaskInfo> {
+        let mut left = match RoleResources::from_wire(&offer.resources) {
+            Ok(r) => r.total(),
+            Err(_) => return Vec::new(),
+        };
+        let attrs: BTreeMap<String, String> = offer
+            .attributes
+            .iter()
+            .map(|a| (a.name.clone(), a.text.value.clone()))
+            .collect();
+        let mut out = Vec::new();
+        let apps: Vec<String> = self.apps.keys().cloned().collect();
+        for app in apps {
+            let mut want = self.wanted(&app, now_ms);
+            while want > 0 {
+                let Some(a) = self.apps.get(&app) else { break };
+                if a.def.container.is_some() {
+                    // Docker apps wait for the Docker containerizer (a later issue).
+                    break;
+                }
+                let defs = a.def.port_defs();
+                let need = Resources::new(a.def.cpus, a.def.mem).with_disk(a.def.disk);
+                if !left.contains(&need) {
+                    break;
+                }
+                let host_ports: Option<Vec<u64>> = if a.def.require_ports {
+                    let ps: Vec<u64> = a.service_ports.iter().map(|p| u64::from(*p)).collect();
+                    ps.iter()
+                        .all(|p| left.ports.contains_port(*p))
+                        .then_some(ps)
+                } else {
+                    left.ports
+                        .take(defs.len() as u64)
+                        .map(|r| r.iter_ports().collect())
+                };
+                let Some(host_ports) = host_ports.filter(|p| p.len() == defs.len()) else {
+                    break;
+                };
+                let siblings: Vec<&TaskRecord> = self.active(&app);
+                if !constraints_ok(&a.def.constraints, &offer.hostname, &attrs, &siblings) {
+                    break;
+                }
+                let ports =
+                    Ranges::from_pairs(host_ports.iter().map(|p| (*p, *p))).unwrap_or_default();
+                let take = need.clone().with_ports(ports);
+                left = left.sub(&take);
+                let id = format!("{}.{}", task_id_prefix(&app), uuid::Uuid::new_v4());
+                let version = a.def.version.clone().unwrap_or_default();
+                let info = task_info(a, &id, offer, &take, &host_ports);
+                let rec = TaskRecord {
+                    id: id.clone(),
+                    app: app.clone(),
+                    version,
+                    config_version: a.config_version.clone(),
+                    agent_id: offer.agent_id.to_string(),
+                    host: offer.hostname.clone(),
+                    attributes: attrs.clone(),
+                    ports: host_ports.iter().map(|p| *p as u16).collect(),
+                    service_ports: a.service_ports.clone(),
+                    staged_at: iso(now_ms),
+                    started_at: None,
+                    state: TaskState::Staging,
+                    healthy: None,
+                    killing: false,
+                    staged_ms: now_ms,
+                };
+                // Persisted before the launch goes out: a restart must know every task.
+                fx.writes.push(put(format!("{KEY_TASKS}{id}"), &rec));
+                self.tasks.insert(id, rec);
+                out.push(info);
+                want -= 1;
+            }
+        }
+        out
+    }
+
+    /// Whether any app is waiting for offers (revive) or none is (suppress).
+    pub fn needs_offers(&self, now_ms: u64) -> bool {
+        self.apps.keys().any(|a| self.wanted(a, now_ms) > 0)
+    }
+
+    /// The earliest back-off expiry still ahead, for the shell's timer.
+    pub fn next_delay_end(&self, now_ms: u64) -> Option<u64> {
+        self.apps
+            .values()
+            .map(|a| a.delay_until)
+            .filter(|d| *d > now_ms)
+            .min()
+    }
+}
+
+fn task_info(
+    a: &AppRecord,
+    id: &str,
+    offer: &Offer,
+    res: &Resources,
+    host_ports: &[u64],
+) -> TaskInfo {
+    let def = &a.def;
+    let mut vars: Vec<Variable> = def
+        .env
+        .iter()
+        .filter_map(|(k, v)| {
+            v.as_str().map(|s| Variable {
+                name: k.clone(),
+                value: s.to_owned(),
+            })
+        })
+        .collect();
+    let defs = def.port_defs();
+    for (i, p) in host_ports.iter().enumerate() {
+        if let Some(name) = defs.get(i).and_then(|d| d.name.as_ref()) {
+            vars.push(Variable {
+                name: format!("PORT_{}", name.to_ascii_uppercase().replace('-', "_")),
+                value: p.to_string(),
+            });
+        }
+    }
+    for (k, v) in [
+        ("MARATHON_APP_ID", def.id.clone()),
+        (
+            "MARATHON_APP_VERSION",
+            def.version.clone().unwrap_or_default(),
+        ),
+        ("MARATHON_APP_RESOURCE_CPUS", def.cpus.to_string()),
+        ("MARATHON_APP_RESOURCE_MEM", def.mem.to_string()),
+        ("MARATHON_APP_RESOURCE_DISK", def.disk.to_string()),
+        ("MESOS_TASK_ID", id.to_owned()),
+    ] {
+        vars.push(Variable {
+            name: k.into(),
+            value: v,
+        });
+    }
+    let labels: Vec<Label> = def
+        .labels
+        .iter()
+        .map(|(k, v)| Label {
+            key: k.clone(),
+            value: Some(v.clone()),
+        })
+        .collect();
+    let command = match (&def.cmd, &def.args) {
+        (Some(cmd), _) => CommandInfo {
+            value: Some(cmd.clone()),
+            shell: true,
+            environment: Some(Environment { variables: vars }),
+            user: def.user.clone(),
+            ..Default::default()
+        },
+        (None, Some(args)) => CommandInfo {
+            value: args.first().cloned(),
+            shell: false,
+            arguments: args.clone(),
+            environment: Some(Environment { variables: vars }),
+            user: def.user.clone(),
+            ..Default::default()
+        },
+        (None, None) => CommandInfo::default(),
+    };
+    let discovery_ports: Vec<Value> = defs
+        .iter()
+        .zip(host_ports)
+        .map(|(d, p)| {
+            let mut v =
+                json!({"number": p, "protocol": d.protocol.split(',').next().unwrap_or("tcp")});
+            if let Some(n) = &d.name {
+                v["name"] = json!(n);
+            }
+            v
+        })
+        .collect();
+    TaskInfo {
+        name: task_name(&def.id),
+        task_id: TaskId::new(id),
+        agent_id: offer.agent_id.clone(),
+        resources: RoleResources::unreserved(res.clone()).to_wire(),
+        command: Some(command),
+        container: None,
+        health_check: None,
+        kill_policy: None,
+        labels: (!labels.is_empty()).then_some(Labels { labels }),
+        discovery: Some(
+            json!({"visibility": "FRAMEWORK", "name": task_name(&def.id),
+                               "ports": {"ports": discovery_ports}}),
+        ),
+        data: None,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,345 @@
+use super::*;
+use basalt_api::scheduler::{Attribute, Text};
+use basalt_api::{AgentId, FrameworkId, OfferId};
+
+fn app(json: &str) -> AppDefinition {
+    serde_json::from_str(json).expect("app parses")
+}
+
+fn offer(agent: &str, host: &str, cpus: f64, rack: &str) -> Offer {
+    let res = RoleResources::parse(&format!(
+        "cpus:{cpus};mem:4096;disk:1000;ports:[31000-31099]"
+    ))
+    .expect("resources");
+    Offer {
+        id: OfferId::new(format!("o-{agent}")),
+        framework_id: FrameworkId::new("fw"),
+        agent_id: AgentId::new(agent),
+        hostname: host.into(),
+        resources: res.to_wire(),
+        attributes: vec![Attribute {
+            name: "rack".into(),
+            kind: "TEXT".into(),
+            text: Text { value: rack.into() },
+        }],
+        executor_ids: vec![],
+    }
+}
+
+fn status(id: &str, state: TaskState) -> TaskStatus {
+    TaskStatus::new(TaskId::new(id), state, 1.0)
+}
+
+fn run_all(s: &mut State, ids: &[String], now: u64) {
+    for id in ids {
+        let mut fx = Effects::default();
+        s.on_status(&status(id, TaskState::Running), now, &mut fx);
+    }
+}
+
+fn launch(s: &mut State, o: &Offer, now: u64) -> Vec<String> {
+    let mut fx = Effects::default();
+    s.match_offer(o, now, &mut fx)
+        .into_iter()
+        .map(|t| t.task_id.to_string())
+        .collect()
+}
+
+#[test]
+fn invalid_apps_are_refused_with_marathon_details_and_nothing_stored() {
+    let mut s = State::default();
+    let mut fx = Effects::default();
+    let r = s
+        .put_app(
+            app(r#"{"id":"/Bad Id","cmd":"x","instances":-1}"#),
+            1,
+            true,
+            false,
+            &mut fx,
+        )
+        .expect_err("invalid");
+    assert_eq!(r.status, 422);
+    assert_eq!(r.body["message"], "Object is not valid");
+    assert!(r.body["details"].as_array().is_some_and(|d| d.len() >= 2));
+    assert!(s.apps.is_empty() && fx.writes.is_empty());
+}
+
+#[test]
+fn service_ports_are_allocated_unique_and_clashes_refused() {
+    let mut s = State::default();
+    let mut fx = Effects::default();
+    s.put_app(
+        app(r#"{"id":"/a","cmd":"x","portDefinitions":[{"port":0},{"port":0}]}"#),
+        1,
+        true,
+        false,
+        &mut fx,
+    )
+    .expect("created");
+    s.put_app(
+        app(r#"{"id":"/b","cmd":"x","portDefinitions":[{"port":0}]}"#),
+        2,
+        true,
+        false,
+        &mut fx,
+    )
+    .expect("created");
+    assert_eq!(s.apps["/a"].service_ports, vec![10000, 10001]);
+    assert_eq!(s.apps["/b"].service_ports, vec![10002]);
+    let r = s
+        .put_app(
+            app(r#"{"id":"/c","cmd":"x","portDefinitions":[{"port":10001}]}"#),
+            3,
+            true,
+            false,
+            &mut fx,
+        )
+        .expect_err("clash");
+    assert_eq!(r.status, 422);
+    let r = s
+        .put_app(app(r#"{"id":"/a","cmd":"y"}"#), 4, true, false, &mut fx)
+        .expect_err("exists");
+    assert_eq!(r.status, 409);
+}
+
+#[test]
+fn instances_launch_within_offers_and_unique_hostname_spreads_them() {
+    let mut s = State::default();
+    let mut fx = Effects::default();
+    s.put_app(
+        app(r#"{"id":"/web","cmd":"serve","cpus":0.5,"mem":64,"instances":3,
+               "portDefinitions":[{"port":0,"name":"http"}],"constraints":[["hostname","UNIQUE"]]}"#),
+        1, true, false, &mut fx,
+    )
+    .expect("created");
+    let first = launch(&mut s, &offer("a1", "h1", 4.0, "r1"), 2);
+    assert_eq!(first.len(), 1, "UNIQUE hostname: one per host");
+    assert!(first[0].starts_with("web."));
+    assert!(launch(&mut s, &offer("a1", "h1", 4.0, "r1"), 3).is_empty());
+    let more = [
+        launch(&mut s, &offer("a2", "h2", 4.0, "r1"), 4),
+        launch(&mut s, &offer("a3", "h3", 4.0, "r2"), 5),
+    ]
+    .concat();
+    assert_eq!(more.len(), 2);
+    assert!(
+        launch(&mut s, &offer("a4", "h4", 4.0, "r2"), 6).is_empty(),
+        "three is enough"
+    );
+    let t = &s.tasks[&first[0]];
+    assert_eq!(t.ports.len(), 1);
+    assert!(!s.needs_offers(7));
+}
+
+#[test]
+fn resources_and_like_constraints_limit_launches() {
+    let mut s = State::default();
+    let mut fx = Effects::default();
+    s.put_app(app(r#"{"id":"/big","cmd":"x","cpus":2,"mem":64,"instances":5,"constraints":[["rack","LIKE","r[12]"]]}"#), 1, true, false, &mut fx)
+        .expect("created");
+    assert_eq!(
+        launch(&mut s, &offer("a1", "h1", 5.0, "r1"), 2).len(),
+        2,
+        "5 cpus hold two"
+    );
+    assert!(
+        launch(&mut s, &offer("a9", "h9", 8.0, "r9"), 3).is_empty(),
+        "rack r9 is not LIKE r[12]"
+    );
+}
+
+#[test]
+fn failures_are_replaced_after_a_growing_back_off() {
+    let mut s = State::default();
+    let mut fx = Effects::default();
+    s.put_app(app(r#"{"id":"/crashy","cmd":"x","cpus":0.1,"mem":16,"backoffSeconds":2,"backoffFactor":2}"#), 0, true, false, &mut fx)
+        .expect("created");
+    let t = launch(&mut s, &offer("a1", "h1", 4.0, "r1"), 0);
+    let mut fx = Effects::default();
+    s.on_status(&status(&t[0], TaskState::Failed), 1000, &mut fx);
+    assert!(s.tasks.is_empty());
+    assert!(s.apps["/crashy"].last_failure.is_some());
+    assert!(
+        launch(&mut s, &offer("a1", "h1", 4.0, "r1"), 2000).is_empty(),
+        "backing off 2 s"
+    );
+    let t = launch(&mut s, &offer("a1", "h1", 4.0, "r1"), 3000);
+    assert_eq!(t.len(), 1);
+    let mut fx = Effects::default();
+    s.on_status(&status(&t[0], TaskState::Failed), 3500, &mut fx);
+    assert!(
+        launch(&mut s, &offer("a1", "h1", 4.0, "r1"), 6000).is_empty(),
+        "now 4 s"
+    );
+    assert_eq!(launch(&mut s, &offer("a1", "h1", 4.0, "r1"), 7600).len(), 1);
+}
+
+#[test]
+fn scale_down_kills_the_youngest_and_the_deployment_finishes() {
+    let mut s = State::default();
+    let mut fx = Effects::default();
+    s.put_app(
+        app(r#"{"id":"/web","cmd":"x","cpus":0.1,"mem":16,"instances":3}"#),
+        0,
+        true,
+        false,
+        &mut fx,
+    )
+    .expect("created");
+    let mut ids = Vec::new();
+    for (i, now) in [10u64, 20, 30].iter().enumerate() {
+        ids.extend(launch(
+            &mut s,
+            &offer(&format!("a{i}"), &format!("h{i}"), 0.1, "r"),
+            *now,
+        ));
+    }
+    run_all(&mut s, &ids, 40);
+    assert!(
+        s.deployments.is_empty(),
+        "start deployment done once all run"
+    );
+    let mut def = s.apps["/web"].def.clone();
+    def.instances = 1;
+    let mut fx = Effects::default();
+    s.put_app(def, 50, false, false, &mut fx).expect("scaled");
+    assert_eq!(
+        s.locked("/web").map(|d| d.action.as_str()),
+        Some("ScaleApplication")
+    );
+    let mut fx = Effects::default();
+    s.reconcile_app("/web", 60, &mut fx);
+    let killed: Vec<&String> = fx.kills.iter().map(|(t, _)| t).collect();
+    assert_eq!(killed, vec![&ids[2], &ids[1]], "youngest first");
+    for id in &ids[1..] {
+        let mut fx = Effects::default();
+        s.on_status(&status(id, TaskState::Killed), 70, &mut fx);
+    }
+    assert!(s.deployments.is_empty());
+    assert_eq!(s.tasks.len(), 1);
+}
+
+#[test]
+fn rolling_restart_keeps_every_instance_serving() {
+    let mut s = State::default();
+    let mut fx = Effects::default();
+    s.put_app(
+        app(r#"{"id":"/web","cmd":"v1","cpus":0.1,"mem":16,"instances":2}"#),
+        0,
+        true,
+        false,
+        &mut fx,
+    )
+    .expect("created");
+    let old = launch(&mut s, &offer("a1", "h1", 4.0, "r"), 1);
+    run_all(&mut s, &old, 2);
+    let mut def = s.apps["/web"].def.clone();
+    def.cmd = Some("v2".into());
+    let mut fx = Effects::default();
+    s.put_app(def, 10, false, false, &mut fx).expect("updated");
+    assert_eq!(
+        s.locked("/web").map(|d| d.action.as_str()),
+        Some("RestartApplication")
+    );
+    let mut fx = Effects::default();
+    s.reconcile_app("/web", 11, &mut fx);
+    assert!(
+        fx.kills.is_empty(),
+        "nothing killed before replacements run"
+    );
+    let new = launch(&mut s, &offer("a1", "h1", 4.0, "r"), 12);
+    assert_eq!(new.len(), 2, "over-capacity 1: both replacements at once");
+    let mut fx = Effects::default();
+    s.on_status(&status(&new[0], TaskState::Running), 13, &mut fx);
+    assert_eq!(fx.kills.len(), 1, "one new running: one old may go");
+    let running = s
+        .tasks
+        .values()
+        .filter(|t| t.state == TaskState::Running && !t.killing)
+        .count();
+    assert!(running >= 2);
+    let mut fx = Effects::default();
+    s.on_status(&status(&new[1], TaskState::Running), 14, &mut fx);
+    for id in &old {
+        let mut fx = Effects::default();
+        s.on_status(&status(id, TaskState::Killed), 15, &mut fx);
+    }
+    assert!(s.deployments.is_empty(), "restart done");
+    assert!(
+        s.tasks
+            .values()
+            .all(|t| t.config_version == s.apps["/web"].config_version)
+    );
+}
+
+#[test]
+fn delete_kills_everything_then_forgets_the_app() {
+    let mut s = State::default();
+    let mut fx = Effects::default();
+    s.put_app(
+        app(r#"{"id":"/web","cmd":"x","cpus":0.1,"mem":16,"instances":2}"#),
+        0,
+        true,
+        false,
+        &mut fx,
+    )
+    .expect("created");
+    let ids = launch(&mut s, &offer("a1", "h1", 4.0, "r"), 1);
+    run_all(&mut s, &ids, 2);
+    let mut fx = Effects::default();
+    s.delete_app("/web", 3, false, &mut fx).expect("deleting");
+    assert_eq!(fx.kills.len(), 2);
+    assert!(launch(&mut s, &offer("a1", "h1", 4.0, "r"), 4).is_empty());
+    for id in &ids {
+        let mut fx = Effects::default();
+        s.on_status(&status(id, TaskState::Killed), 5, &mut fx);
+    }
+    assert!(s.apps.is_empty() && s.deployments.is_empty());
+}
+
+#[test]
+fn state_survives_a_reload_from_its_writes() {
+    let mut s = State::default();
+    let mut fx = Effects::default();
+    s.put_app(
+        app(r#"{"id":"/web","cmd":"x","cpus":0.1,"mem":16}"#),
+        0,
+        true,
+        false,
+        &mut fx,
+    )
+    .expect("created");
+    let ids: Vec<String> = s
+        .match_offer(&offer("a1", "h1", 4.0, "r"), 1, &mut fx)
+        .into_iter()
+        .map(|t| t.task_id.to_string())
+        .collect();
+    for id in &ids {
+        s.on_status(&status(id, TaskState::Running), 3, &mut fx);
+    }
+    let mut kv: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for w in fx.writes {
+        match w {
+            Write::Put(k, v) => {
+                kv.insert(k, v);
+            }
+            Write::Delete(k) => {
+                kv.remove(&k);
+            }
+        }
+    }
+    let loaded = State::load(kv.into_iter().collect());
+    assert_eq!(loaded.apps.len(), 1);
+    assert_eq!(loaded.tasks.len(), 1);
+    assert_eq!(loaded.tasks[&ids[0]].state, TaskState::Running);
+    assert!(
+        loaded.deployments.is_empty(),
+        "the start deployment finished"
+    );
+}
+
+#[test]
+fn iso_dates() {
+    assert_eq!(iso(0), "1970-01-01T00:00:00.000Z");
+    assert_eq!(iso(1_733_340_000_123), "2024-12-04T19:20:00.123Z");
+}
