@@ -245,6 +245,69 @@ async fn start_dns(
         .map_err(|e| anyhow::anyhow!("{e} (use --dns-port/--dns-http-port, or --no-dns)"))
 }
 
+#[derive(Args, Clone)]
+pub(crate) struct InitFlags {
+    /// Port of init's Marathon API (`/v2/apps`).
+    #[arg(long, default_value_t = 8080)]
+    init_port: u16,
+    /// Run no init (Marathon) service manager.
+    #[arg(long)]
+    no_init: bool,
+}
+
+async fn start_init(
+    dir: &Path,
+    ip: &str,
+    port: u16,
+    master_url: &str,
+    token: &CancellationToken,
+) -> Result<basalt_init::Running> {
+    let store =
+        Embedded::open(&dir.join("init").join("state.redb")).context("opening init's store")?;
+    let cfg = basalt_init::Config {
+        ip: ip.to_owned(),
+        port,
+        ..Default::default()
+    };
+    let deps = basalt_init::Deps {
+        master: basalt_api::Client::new(master_url),
+        store: Arc::new(store),
+        shutdown: token.clone(),
+    };
+    basalt_init::start(cfg, deps)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e} (use --init-port, or --no-init)"))
+}
+
+#[derive(Args)]
+pub(crate) struct InitArgs {
+    #[command(flatten)]
+    data: DataDir,
+    /// The master init runs its apps on.
+    #[arg(long, env = "BASALT_MASTER", default_value = "http://127.0.0.1:5050")]
+    master: String,
+    #[arg(long, default_value = "127.0.0.1", env = "BASALT_IP")]
+    ip: String,
+    #[arg(long, default_value_t = 8080)]
+    port: u16,
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+}
+
+pub(crate) async fn init(a: InitArgs) -> Result<()> {
+    let dir = a.data.resolve();
+    let token = CancellationToken::new();
+    shutdown_on_signals(token.clone());
+    let master = a.master.trim_end_matches('/').to_owned();
+    let running = start_init(&dir, &a.ip, a.port, &master, &token).await?;
+    let url = format!("http://{}", running.addr);
+    write_ready(&a.ready_file, serde_json::json!({ "init": url }))?;
+    eprintln!("init (Marathon API) for {master}: {url}/v2/apps");
+    token.cancelled().await;
+    running.tasks.wait().await;
+    Ok(())
+}
+
 #[derive(Args)]
 pub(crate) struct DnsArgs {
     /// The master whose event stream feeds DNS.
@@ -299,6 +362,8 @@ pub(crate) struct UpArgs {
     agent: AgentFlags,
     #[command(flatten)]
     dns: DnsFlags,
+    #[command(flatten)]
+    init: InitFlags,
 }
 
 #[derive(Args)]
@@ -428,6 +493,15 @@ pub(crate) async fn up(a: UpArgs) -> Result<()> {
         let cfg = a.dns.config(&a.ip, 8053, &format!("{}:{mport}", a.ip))?;
         Some(start_dns(cfg, a.dns.dns_threads.unwrap_or(1), &master_url, &token).await?)
     };
+    let init = if a.init.no_init {
+        None
+    } else {
+        Some(start_init(&dir, &a.ip, a.init.init_port, &master_url, &token).await?)
+    };
+    let init_url = init
+        .as_ref()
+        .map(|r| format!("http://{}", r.addr))
+        .unwrap_or_default();
     let (dns_addr, dns_http) = match &dns {
         Some(r) => (r.dns_addr.to_string(), format!("http://{}", r.http_addr)),
         None => (String::new(), String::new()),
@@ -435,7 +509,7 @@ pub(crate) async fn up(a: UpArgs) -> Result<()> {
     write_ready(
         &a.ready_file,
         serde_json::json!({"master": master_url, "agent": agent_url, "data_dir": dir,
-                           "dns": dns_addr, "dns_http": dns_http}),
+                           "dns": dns_addr, "dns_http": dns_http, "init": init_url}),
     )?;
     eprintln!("Basalt is up.");
     eprintln!("  master:   {master_url}   (Mesos API: {master_url}/master/state)");
@@ -443,12 +517,18 @@ pub(crate) async fn up(a: UpArgs) -> Result<()> {
     if dns.is_some() {
         eprintln!("  dns:      {dns_addr} (UDP/TCP, domain mesos)   HTTP API: {dns_http}");
     }
+    if init.is_some() {
+        eprintln!("  init:     {init_url}   (Marathon API: {init_url}/v2/apps)");
+    }
     eprintln!("  data dir: {}", dir.display());
     eprintln!("Try: basalt run -- echo hello   |   basalt node list   |   Ctrl-C to stop");
     let (m, ag) = tokio::join!(mtask, atask);
     token.cancel();
     if let Some(d) = dns {
         d.wait().await;
+    }
+    if let Some(i) = init {
+        i.tasks.wait().await;
     }
     m.context("master task")??;
     ag.context("agent task")??;

@@ -32,6 +32,8 @@ enum Cmd {
     Agent(daemon::AgentArgs),
     /// Run Mesos-DNS-compatible service discovery for a master.
     Dns(daemon::DnsArgs),
+    /// Run init, the Marathon-compatible service manager, against a master.
+    Init(daemon::InitArgs),
     /// Agents of the cluster.
     Node {
         #[command(subcommand)]
@@ -50,7 +52,7 @@ fn main() {
     let cli = Cli::parse();
     let daemon = matches!(
         cli.cmd,
-        Cmd::Up(_) | Cmd::Master(_) | Cmd::Agent(_) | Cmd::Dns(_)
+        Cmd::Up(_) | Cmd::Master(_) | Cmd::Agent(_) | Cmd::Dns(_) | Cmd::Init(_)
     );
     init_logging(daemon);
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -69,6 +71,7 @@ fn main() {
             Cmd::Master(a) => daemon::master(a).await.map(|()| 0),
             Cmd::Agent(a) => daemon::agent(a).await.map(|()| 0),
             Cmd::Dns(a) => daemon::dns(a).await.map(|()| 0),
+            Cmd::Init(a) => daemon::init(a).await.map(|()| 0),
             Cmd::Node { cmd } => cli::node(cmd).await.map(|()| 0),
             Cmd::Task { cmd } => cli::task(cmd).await.map(|()| 0),
             Cmd::Run(a) => cli::run(a).await,

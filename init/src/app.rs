@@ -349,10 +349,11 @@ impl AppDefinition {
                 "is not one of (YOUNGEST_FIRST, OLDEST_FIRST)",
             ));
         }
-        if !(self.backoff_seconds.is_finite() && self.backoff_seconds >= 0.0)
-            || !(self.backoff_factor.is_finite() && self.backoff_factor >= 1.0)
-            || !(self.max_launch_delay_seconds.is_finite() && self.max_launch_delay_seconds >= 0.0)
-        {
+        let at_least = |x: f64, min: f64| x.is_finite() && x >= min;
+        let backoff_ok = at_least(self.backoff_seconds, 0.0)
+            && at_least(self.backoff_factor, 1.0)
+            && at_least(self.max_launch_delay_seconds, 0.0);
+        if !backoff_ok {
             v.push(violation(
                 "/backoffSeconds",
                 "back-off needs seconds >= 0, a factor >= 1 and a max delay >= 0",

@@ -577,7 +577,7 @@ async fn queue(AxState(s): Ctx) -> Json<Value> {
         .apps
         .values()
         .filter_map(|a| {
-            let count = st.wanted(&a.def.id, u64::MAX.min(now.max(a.delay_until)));
+            let count = st.wanted(&a.def.id, now.max(a.delay_until));
             (count > 0 || a.delay_until > now).then(|| {
                 let left = a.delay_until.saturating_sub(now) as f64 / 1000.0;
                 json!({"app": app_json(&st, a, false), "count": count,

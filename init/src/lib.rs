@@ -90,6 +90,9 @@ pub(crate) struct Shared {
     leader: String,
 }
 
+/// Tasks to kill: (task id, agent id).
+pub(crate) type Kills = Vec<(String, Option<String>)>;
+
 pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -108,7 +111,7 @@ impl Shared {
     pub(crate) fn mutate<T>(
         &self,
         f: impl FnOnce(&mut State, &mut Effects) -> T,
-    ) -> Result<(T, Vec<(String, Option<String>)>), String> {
+    ) -> Result<(T, Kills), String> {
         tokio::task::block_in_place(|| {
             let mut st = self.lock();
             let mut fx = Effects::default();
@@ -138,7 +141,7 @@ impl Shared {
         }
     }
 
-    pub(crate) async fn kill(&self, kills: Vec<(String, Option<String>)>) {
+    pub(crate) async fn kill(&self, kills: Kills) {
         for (task, agent) in kills {
             let mut c = Call::new(None, CallType::Kill);
             c.kill = Some(Kill {

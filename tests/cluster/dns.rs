@@ -99,6 +99,7 @@ async fn dns_follows_tasks_and_forwards_other_names() {
         "0",
         "--dns-http-port",
         "0",
+        "--no-init",
         "--dns-upstream",
         &format!("127.0.0.1:{up_port}"),
         "--allocation-interval",

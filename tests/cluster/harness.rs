@@ -230,7 +230,12 @@ impl Cluster {
             "--data-dir".into(),
             d.display().to_string(),
             "--resources".into(),
-            "cpus:4;mem:4096;disk:1000;ports:[31000-31999]".into(),
+            // Agents share this machine's ports, so each gets its own range.
+            format!(
+                "cpus:4;mem:4096;disk:1000;ports:[{}-{}]",
+                31000 + i * 300,
+                31000 + i * 300 + 299
+            ),
             "--attributes".into(),
             format!("rack:r{}", i % 2),
             "--kill-grace-period".into(),

@@ -3,6 +3,7 @@
 
 mod dns;
 mod harness;
+mod init;
 
 use basalt_api::TaskState;
 use basalt_api::scheduler::{Call, CallType, Reconcile};
@@ -469,6 +470,8 @@ async fn basalt_up_serves_a_cluster_and_recovers_it_on_the_same_data_dir() {
         "--dns-port".into(),
         "0".into(),
         "--dns-http-port".into(),
+        "0".into(),
+        "--init-port".into(),
         "0".into(),
     ];
     let mut p = Proc::spawn(&args, &ready, &dir.join("up.log"));

@@ -1,0 +1,236 @@
+//! init against a real master and three agents: real HTTP servers as app instances.
+
+use crate::harness::*;
+use serde_json::{Value, json};
+
+async fn get(url: &str) -> Value {
+    reqwest::get(url)
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("json")
+}
+
+async fn send(method: reqwest::Method, url: &str, body: Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .request(method, url)
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+/// Tasks of `/web` once `n` of them run and no deployment is in flight.
+async fn settled(init: &str, n: usize) -> Vec<Value> {
+    eventually(&format!("/web settles at {n} running"), secs(60), || {
+        let url = format!("{init}/v2/apps/web");
+        async move {
+            let v = reqwest::get(&url).await.map_err(|e| e.to_string())?;
+            let v: Value = v.json().await.map_err(|e| e.to_string())?;
+            let app = &v["app"];
+            let ok = app["tasksRunning"] == json!(n)
+                && app["tasksStaged"] == json!(0)
+                && app["deployments"].as_array().is_some_and(|d| d.is_empty());
+            Ok(ok.then(|| app["tasks"].as_array().cloned().unwrap_or_default()))
+        }
+    })
+    .await
+}
+
+/// The pid of the process whose command line has `needle`.
+fn pid_with(needle: &str) -> Option<i32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        (cmd.contains(needle) && cmd.contains("http.server")).then_some(pid)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_keeps_apps_running_replaces_failures_and_survives_restart() {
+    let c = Cluster::start("init", 3).await;
+    let ready = c.dir.join("init.ready");
+    let args: Vec<String> = [
+        "init",
+        "--master",
+        &c.master_url,
+        "--port",
+        "0",
+        "--data-dir",
+        &c.dir.join("init").display().to_string(),
+        "--ready-file",
+        &ready.display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut p = Proc::spawn(&args, &ready, &c.dir.join("init.log"));
+    let init = p.ready("init").await;
+    // Restarts come back on the same port.
+    p.args[4] = init.rsplit(':').next().unwrap_or("0").to_owned();
+
+    // Bad input: Marathon's 422 with details, nothing stored.
+    let (status, body) = send(
+        reqwest::Method::POST,
+        &format!("{init}/v2/apps"),
+        json!({"id": "/Bad", "cmd": "x", "instances": -1, "constraints": [["hostname", "NEAR"]]}),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["details"].as_array().is_some_and(|d| d.len() >= 3),
+        "{body}"
+    );
+    assert_eq!(get(&format!("{init}/v2/apps")).await["apps"], json!([]));
+
+    let app = json!({
+        "id": "/web",
+        "cmd": "exec python3 -m http.server $PORT0 --bind 127.0.0.1",
+        "cpus": 0.1, "mem": 64, "instances": 3,
+        "portDefinitions": [{"port": 0, "name": "http"}],
+        "constraints": [["hostname", "UNIQUE"]],
+        "backoffSeconds": 0.5,
+        "upgradeStrategy": {"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0.5}
+    });
+    let (status, body) = send(
+        reqwest::Method::POST,
+        &format!("{init}/v2/apps"),
+        app.clone(),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        body["ports"],
+        json!([10000]),
+        "a service port from 10000-20000"
+    );
+    let (status, _) = send(reqwest::Method::POST, &format!("{init}/v2/apps"), app).await;
+    assert_eq!(status, 409, "an app id is unique");
+
+    let tasks = settled(&init, 3).await;
+    let hosts: std::collections::BTreeSet<&str> =
+        tasks.iter().filter_map(|t| t["host"].as_str()).collect();
+    assert_eq!(hosts.len(), 3, "UNIQUE hostname spreads them: {tasks:?}");
+    for t in &tasks {
+        let port = t["ports"][0].as_u64().expect("port");
+        let served = eventually("the instance serves HTTP", secs(20), || async move {
+            Ok(reqwest::get(format!("http://127.0.0.1:{port}/"))
+                .await
+                .ok()
+                .map(|r| r.status().as_u16()))
+        })
+        .await;
+        assert_eq!(served, 200);
+    }
+
+    // A server that dies is replaced.
+    let victim = tasks[0].clone();
+    let port = victim["ports"][0].as_u64().expect("port");
+    let pid = pid_with(&port.to_string()).expect("the server process");
+    // SAFETY: plain kill(2) on a pid we just read.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let replaced = eventually("a replacement runs", secs(60), || {
+        let (init, victim) = (init.clone(), victim["id"].clone());
+        async move {
+            let v: Value = reqwest::get(format!("{init}/v2/apps/web"))
+                .await
+                .map_err(|e| e.to_string())?
+                .json()
+                .await
+                .map_err(|e| e.to_string())?;
+            let tasks = v["app"]["tasks"].as_array().cloned().unwrap_or_default();
+            let ok =
+                v["app"]["tasksRunning"] == json!(3) && !tasks.iter().any(|t| t["id"] == victim);
+            Ok(ok.then_some(v))
+        }
+    })
+    .await;
+    assert!(
+        replaced["app"]["lastTaskFailure"]["taskId"] == victim["id"],
+        "{replaced}"
+    );
+
+    // Restarting init adopts the running tasks: same ids, not restarted.
+    let before: Vec<Value> = settled(&init, 3)
+        .await
+        .iter()
+        .map(|t| json!([t["id"], t["startedAt"]]))
+        .collect();
+    p.kill9();
+    p.respawn();
+    assert_eq!(p.ready("init").await, init);
+    let after: Vec<Value> = settled(&init, 3)
+        .await
+        .iter()
+        .map(|t| json!([t["id"], t["startedAt"]]))
+        .collect();
+    assert_eq!(before, after, "task ids unchanged across an init restart");
+    let fw = c.client().frameworks().await.expect("frameworks");
+    assert_eq!(
+        fw.frameworks
+            .iter()
+            .filter(|f| f.name == "marathon")
+            .count(),
+        1,
+        "same framework id"
+    );
+
+    // A new version rolls out; scaling down kills, the rest keep serving.
+    let (status, body) = send(
+        reqwest::Method::PUT,
+        &format!("{init}/v2/apps/web"),
+        json!({"id": "/web", "cmd": "exec python3 -m http.server $PORT0 --bind 127.0.0.1 --directory /tmp",
+               "cpus": 0.1, "mem": 64, "instances": 2, "portDefinitions": [{"port": 0, "name": "http"}],
+               "constraints": [["hostname", "UNIQUE"]],
+               "upgradeStrategy": {"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0.5}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body["deploymentId"].is_string());
+    let tasks = settled(&init, 2).await;
+    let version = get(&format!("{init}/v2/apps/web")).await["app"]["version"].clone();
+    assert!(
+        tasks.iter().all(|t| t["version"] == version),
+        "all on the new version: {tasks:?}"
+    );
+    let versions = get(&format!("{init}/v2/apps/web/versions")).await;
+    assert_eq!(versions["versions"].as_array().map(Vec::len), Some(2));
+
+    // Delete: every task goes, then the app.
+    let (status, _) = send(
+        reqwest::Method::DELETE,
+        &format!("{init}/v2/apps/web"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    eventually("the app is gone", secs(30), || {
+        let init = init.clone();
+        async move {
+            let r = reqwest::get(format!("{init}/v2/apps/web"))
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok((r.status().as_u16() == 404).then_some(()))
+        }
+    })
+    .await;
+    eventually("its tasks are gone", secs(30), || {
+        let init = init.clone();
+        async move {
+            let v: Value = reqwest::get(format!("{init}/v2/tasks"))
+                .await
+                .map_err(|e| e.to_string())?
+                .json()
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok((v["tasks"] == json!([])).then_some(()))
+        }
+    })
+    .await;
+    assert_eq!(get(&format!("{init}/v2/deployments")).await, json!([]));
+    kill_processes_under(&c.dir);
+}
