@@ -22,6 +22,26 @@ fi
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/basalt-target}"
 export CARGO_TERM_COLOR=never
 
+# The real `marathon` Python client for init's compatibility test (PyPI 0.13.0, plus the
+# collections shim it needs on Python 3.10+: ../shared/reference/real-clients.md).
+VENVS="${BASALT_VENVS:-$HOME/.cache/basalt}"
+if [ ! -x "$VENVS/venv-marathon/bin/python" ] || ! "$VENVS/venv-marathon/bin/python" -c 'import marathon' 2>/dev/null; then
+  mkdir -p "$VENVS"
+  python3 -m venv "$VENVS/venv-marathon"
+  "$VENVS/venv-marathon/bin/pip" install -q "marathon==0.13.0"
+fi
+site=$("$VENVS/venv-marathon/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+cat >"$site/_py311compat.py" <<'PY'
+import collections
+import collections.abc
+for _n in ('Mapping', 'MutableMapping', 'Sequence', 'MutableSequence', 'Iterable',
+           'Callable', 'Set', 'MutableSet', 'Hashable'):
+    if not hasattr(collections, _n):
+        setattr(collections, _n, getattr(collections.abc, _n))
+PY
+echo 'import _py311compat' >"$site/_py311compat.pth"
+export BASALT_MARATHON_PYTHON="$VENVS/venv-marathon/bin/python"
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

@@ -52,9 +52,10 @@ fn internal(e: String) -> Response {
     ))
 }
 
+/// `?force`, `?force=true`, `?force=True` (Python's requests writes booleans so).
 fn flag(q: &HashMap<String, String>, k: &str) -> bool {
     q.get(k)
-        .is_some_and(|v| v == "true" || v.is_empty() || v == "1")
+        .is_some_and(|v| v.is_empty() || v == "1" || v.eq_ignore_ascii_case("true"))
 }
 
 fn task_json(t: &TaskRecord) -> Value {
@@ -70,7 +71,6 @@ fn task_json(t: &TaskRecord) -> Value {
         "ports": t.ports,
         "servicePorts": t.service_ports,
         "slaveId": t.agent_id,
-        "agentId": t.agent_id,
         "stagedAt": t.staged_at,
         "startedAt": t.started_at,
         "version": t.version,
@@ -87,6 +87,12 @@ fn task_json(t: &TaskRecord) -> Value {
 
 fn app_json(st: &State, a: &AppRecord, embed_tasks: bool) -> Value {
     let mut v = serde_json::to_value(&a.def).unwrap_or_else(|_| json!({}));
+    // Clients index these without defaults (dcos CLI `app list`): present even when unset.
+    for k in ["cmd", "args", "container", "user"] {
+        if v.get(k).is_none() {
+            v[k] = Value::Null;
+        }
+    }
     let tasks: Vec<&TaskRecord> = st
         .tasks
         .values()
@@ -292,35 +298,44 @@ async fn app_path(
             }
         }
         Method::PUT | Method::PATCH => {
-            let mut def = if method == Method::PATCH {
-                let current = s
-                    .lock()
-                    .apps
-                    .get(&id)
-                    .filter(|a| !a.deleting)
-                    .map(|a| a.def.clone());
-                let Some(current) = current else {
-                    return refuse(Refusal::new(404, format!("App '{id}' does not exist")));
-                };
-                let patch: Value = match serde_json::from_slice(&body) {
-                    Ok(v) => v,
-                    Err(e) => return refuse(Refusal::new(422, format!("Invalid JSON: {e}"))),
-                };
-                let mut merged = serde_json::to_value(current).unwrap_or_else(|_| json!({}));
-                if let (Some(m), Some(p)) = (merged.as_object_mut(), patch.as_object()) {
-                    for (k, v) in p {
-                        m.insert(k.clone(), v.clone());
+            // Marathon's PUT is an update: fields left out keep their values (unless
+            // `partialUpdate=false`); PATCH always is.
+            let current = s
+                .lock()
+                .apps
+                .get(&id)
+                .filter(|a| !a.deleting)
+                .map(|a| a.def.clone());
+            let replace = method == Method::PUT
+                && q.get("partialUpdate")
+                    .is_some_and(|v| v.eq_ignore_ascii_case("false"));
+            let mut def = match current {
+                Some(current) if !replace => {
+                    let patch: Value = match serde_json::from_slice(&body) {
+                        Ok(v) => v,
+                        Err(e) => return refuse(Refusal::new(422, format!("Invalid JSON: {e}"))),
+                    };
+                    let mut merged = serde_json::to_value(current).unwrap_or_else(|_| json!({}));
+                    match (merged.as_object_mut(), patch.as_object()) {
+                        (Some(m), Some(p)) => {
+                            for (k, v) in p {
+                                m.insert(k.clone(), v.clone());
+                            }
+                        }
+                        _ => return refuse(Refusal::new(422, "expected a JSON object")),
+                    }
+                    match serde_json::from_value::<AppDefinition>(merged) {
+                        Ok(d) => d,
+                        Err(e) => return refuse(Refusal::new(422, format!("Invalid JSON: {e}"))),
                     }
                 }
-                match serde_json::from_value::<AppDefinition>(merged) {
-                    Ok(d) => d,
-                    Err(e) => return refuse(Refusal::new(422, format!("Invalid JSON: {e}"))),
+                None if method == Method::PATCH => {
+                    return refuse(Refusal::new(404, format!("App '{id}' does not exist")));
                 }
-            } else {
-                match parse_app(&body) {
+                _ => match parse_app(&body) {
                     Ok(d) => d,
                     Err(r) => return refuse(r),
-                }
+                },
             };
             if def.id.is_empty() {
                 def.id = id.clone();

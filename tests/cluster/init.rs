@@ -234,3 +234,61 @@ async fn init_keeps_apps_running_replaces_failures_and_survives_restart() {
     assert_eq!(get(&format!("{init}/v2/deployments")).await, json!([]));
     kill_processes_under(&c.dir);
 }
+
+/// The Python client's venv, made by scripts/test.sh.
+#[allow(clippy::disallowed_methods)]
+fn marathon_python() -> String {
+    let p = std::env::var("BASALT_MARATHON_PYTHON").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/basalt/venv-marathon/bin/python",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    assert!(
+        std::path::Path::new(&p).exists(),
+        "the marathon Python client is not installed at {p}: run `bash scripts/test.sh` (it makes the venv)"
+    );
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_marathon_python_client_works_against_init() {
+    let python = marathon_python();
+    let c = Cluster::start("pyclient", 1).await;
+    let ready = c.dir.join("init.ready");
+    let args: Vec<String> = [
+        "init",
+        "--master",
+        &c.master_url,
+        "--port",
+        "0",
+        "--data-dir",
+        &c.dir.join("init").display().to_string(),
+        "--ready-file",
+        &ready.display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let p = Proc::spawn(&args, &ready, &c.dir.join("init.log"));
+    let init = p.ready("init").await;
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/clients/marathon_client.py"
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .args([script, &init])
+            .output()
+    })
+    .await
+    .expect("join")
+    .expect("python runs");
+    assert!(
+        out.status.success(),
+        "marathon client failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    kill_processes_under(&c.dir);
+}
