@@ -309,6 +309,33 @@ impl AppDefinition {
             }
         }
         for (i, hc) in self.health_checks.iter().enumerate() {
+            let path = format!("/healthChecks({i})");
+            match hc.get("protocol").and_then(Value::as_str).unwrap_or("HTTP") {
+                "HTTP" | "MESOS_HTTP" | "TCP" | "MESOS_TCP" => {
+                    if defs.is_empty() && hc.get("port").is_none() {
+                        v.push(violation(&path, "a health check needs a port: the app has no ports and the check names none"));
+                    }
+                }
+                "COMMAND" => {
+                    if hc
+                        .pointer("/command/value")
+                        .and_then(Value::as_str)
+                        .is_none_or(|c| c.trim().is_empty())
+                    {
+                        v.push(violation(
+                            &path,
+                            "a COMMAND health check needs command.value",
+                        ));
+                    }
+                }
+                "HTTPS" | "MESOS_HTTPS" => {
+                    v.push(violation(
+                        &path,
+                        "HTTPS health checks are not supported yet; use HTTP, TCP or COMMAND",
+                    ));
+                }
+                other => v.push(violation(&path, format!("unknown protocol '{other}'"))),
+            }
             if let Some(idx) = hc.get("portIndex").and_then(Value::as_u64)
                 && idx as usize >= defs.len()
             {
@@ -360,6 +387,40 @@ impl AppDefinition {
             ));
         }
         if v.is_empty() { Ok(()) } else { Err(v) }
+    }
+
+    /// The Mesos `HealthCheck` for a task whose ports are `host_ports`: the first of the
+    /// app's checks (Mesos runs one per task), with Marathon's defaults.
+    pub fn mesos_health_check(&self, host_ports: &[u64]) -> Option<Value> {
+        let hc = self.health_checks.first()?;
+        let num = |k: &str, d: f64| hc.get(k).and_then(Value::as_f64).unwrap_or(d);
+        let port = hc.get("port").and_then(Value::as_u64).or_else(|| {
+            let idx = hc.get("portIndex").and_then(Value::as_u64).unwrap_or(0) as usize;
+            host_ports.get(idx).copied()
+        });
+        let mut out = serde_json::json!({
+            "delay_seconds": num("delaySeconds", 15.0),
+            "interval_seconds": num("intervalSeconds", 60.0),
+            "timeout_seconds": num("timeoutSeconds", 20.0),
+            "consecutive_failures": num("maxConsecutiveFailures", 3.0) as u64,
+            "grace_period_seconds": num("gracePeriodSeconds", 300.0),
+        });
+        match hc.get("protocol").and_then(Value::as_str).unwrap_or("HTTP") {
+            "HTTP" | "MESOS_HTTP" => {
+                out["type"] = "HTTP".into();
+                out["http"] = serde_json::json!({"port": port?, "path": hc.get("path").and_then(Value::as_str).unwrap_or("/"), "scheme": "http"});
+            }
+            "TCP" | "MESOS_TCP" => {
+                out["type"] = "TCP".into();
+                out["tcp"] = serde_json::json!({"port": port?});
+            }
+            "COMMAND" => {
+                out["type"] = "COMMAND".into();
+                out["command"] = serde_json::json!({"value": hc.pointer("/command/value")?});
+            }
+            _ => return None,
+        }
+        Some(out)
     }
 
     /// Whether `other` differs in anything that needs new tasks (not only `instances`).

@@ -528,9 +528,16 @@ impl State {
                 .iter()
                 .partition(|t| t.config_version == a.config_version);
             // Old tasks go once enough current ones run to keep the minimum healthy.
-            fn ready(t: &TaskRecord) -> bool {
-                t.state == TaskState::Running && t.healthy != Some(false)
-            }
+            let checked = !a.def.health_checks.is_empty();
+            // With health checks an instance counts once it is healthy, without once it runs.
+            let ready = |t: &TaskRecord| {
+                t.state == TaskState::Running
+                    && if checked {
+                        t.healthy == Some(true)
+                    } else {
+                        t.healthy != Some(false)
+                    }
+            };
             let min_healthy =
                 (instances as f64 * a.def.upgrade_strategy.minimum_health_capacity).ceil() as usize;
             let mut running_total = current.iter().filter(|t| ready(t)).count()
@@ -853,7 +860,7 @@ fn task_info(
         resources: RoleResources::unreserved(res.clone()).to_wire(),
         command: Some(command),
         container: None,
-        health_check: None,
+        health_check: def.mesos_health_check(host_ports),
         kill_policy: None,
         labels: (!labels.is_empty()).then_some(Labels { labels }),
         discovery: Some(

@@ -32,6 +32,7 @@ async fn settled(init: &str, n: usize) -> Vec<Value> {
             let v: Value = v.json().await.map_err(|e| e.to_string())?;
             let app = &v["app"];
             let ok = app["tasksRunning"] == json!(n)
+                && app["tasksHealthy"] == json!(n)
                 && app["tasksStaged"] == json!(0)
                 && app["deployments"].as_array().is_some_and(|d| d.is_empty());
             Ok(ok.then(|| app["tasks"].as_array().cloned().unwrap_or_default()))
@@ -94,6 +95,9 @@ async fn init_keeps_apps_running_replaces_failures_and_survives_restart() {
         "portDefinitions": [{"port": 0, "name": "http"}],
         "constraints": [["hostname", "UNIQUE"]],
         "backoffSeconds": 0.5,
+        "healthChecks": [{"protocol": "MESOS_HTTP", "path": "/", "portIndex": 0, "delaySeconds": 0,
+                          "gracePeriodSeconds": 10, "intervalSeconds": 1, "timeoutSeconds": 2,
+                          "maxConsecutiveFailures": 3}],
         "upgradeStrategy": {"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0.5}
     });
     let (status, body) = send(
@@ -179,26 +183,101 @@ async fn init_keeps_apps_running_replaces_failures_and_survives_restart() {
         "same framework id"
     );
 
-    // A new version rolls out; scaling down kills, the rest keep serving.
+    // A new version rolls out without the healthy count dropping below
+    // minimumHealthCapacity (0.5 of 3 = 2), sampled every 100 ms.
+    let health = |cmd: &str, path: &str, instances: u64| {
+        json!({"id": "/web", "cmd": cmd, "cpus": 0.1, "mem": 64, "instances": instances,
+               "portDefinitions": [{"port": 0, "name": "http"}], "constraints": [["hostname", "UNIQUE"]],
+               "healthChecks": [{"protocol": "MESOS_HTTP", "path": path, "portIndex": 0, "delaySeconds": 0,
+                                 "gracePeriodSeconds": 3, "intervalSeconds": 1, "timeoutSeconds": 2,
+                                 "maxConsecutiveFailures": 3}],
+               "upgradeStrategy": {"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0.5}})
+    };
+    let v2 = "exec python3 -m http.server $PORT0 --bind 127.0.0.1 --directory /tmp";
     let (status, body) = send(
         reqwest::Method::PUT,
         &format!("{init}/v2/apps/web"),
-        json!({"id": "/web", "cmd": "exec python3 -m http.server $PORT0 --bind 127.0.0.1 --directory /tmp",
-               "cpus": 0.1, "mem": 64, "instances": 2, "portDefinitions": [{"port": 0, "name": "http"}],
-               "constraints": [["hostname", "UNIQUE"]],
-               "upgradeStrategy": {"minimumHealthCapacity": 0.5, "maximumOverCapacity": 0.5}}),
+        health(v2, "/", 3),
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    assert!(body["deploymentId"].is_string());
-    let tasks = settled(&init, 2).await;
+    let mut lowest = u64::MAX;
+    let deadline = tokio::time::Instant::now() + secs(90);
+    loop {
+        let app = get(&format!("{init}/v2/apps/web")).await["app"].clone();
+        lowest = lowest.min(app["tasksHealthy"].as_u64().unwrap_or(0));
+        let done = app["deployments"].as_array().is_some_and(|d| d.is_empty());
+        if done {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "rolling upgrade did not finish: {app}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        lowest >= 2,
+        "healthy instances dropped to {lowest} during the upgrade"
+    );
+    let tasks = settled(&init, 3).await;
     let version = get(&format!("{init}/v2/apps/web")).await["app"]["version"].clone();
     assert!(
         tasks.iter().all(|t| t["version"] == version),
         "all on the new version: {tasks:?}"
     );
+
+    // A version that never becomes healthy is rolled back.
+    let (status, body) = send(
+        reqwest::Method::PUT,
+        &format!("{init}/v2/apps/web"),
+        health(v2, "/no-such-page", 3),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let stuck = body["deploymentId"]
+        .as_str()
+        .expect("deployment")
+        .to_owned();
+    tokio::time::sleep(secs(3)).await;
+    let deps = get(&format!("{init}/v2/deployments")).await;
+    assert!(
+        deps.as_array()
+            .is_some_and(|d| d.iter().any(|d| d["id"] == json!(stuck))),
+        "still deploying: {deps}"
+    );
+    let (status, body) = send(
+        reqwest::Method::DELETE,
+        &format!("{init}/v2/deployments/{stuck}"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200, "rollback: {body}");
+    let tasks = settled(&init, 3).await;
+    let app = get(&format!("{init}/v2/apps/web")).await["app"].clone();
+    assert_eq!(
+        app["healthChecks"][0]["path"],
+        json!("/"),
+        "back on the healthy version"
+    );
+    assert!(tasks.iter().all(|t| t["version"] == app["version"]));
+
+    // Scaling down kills the extra ones.
+    let (status, _) = send(
+        reqwest::Method::PUT,
+        &format!("{init}/v2/apps/web"),
+        json!({"instances": 2}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    settled(&init, 2).await;
     let versions = get(&format!("{init}/v2/apps/web/versions")).await;
-    assert_eq!(versions["versions"].as_array().map(Vec::len), Some(2));
+    assert!(
+        versions["versions"]
+            .as_array()
+            .is_some_and(|v| v.len() >= 4),
+        "{versions}"
+    );
 
     // Delete: every task goes, then the app.
     let (status, _) = send(

@@ -13,6 +13,7 @@ mod checkpoint;
 mod config;
 mod error;
 mod files;
+mod health;
 mod http;
 mod master;
 mod runtime;

@@ -103,7 +103,7 @@ pub(crate) struct Entry {
     /// It has a record on disk.
     pub(crate) checkpointed: bool,
     kill_started: bool,
-    exited: watch::Sender<bool>,
+    pub(crate) exited: watch::Sender<bool>,
     record_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
@@ -535,6 +535,7 @@ async fn run_new(agent: Arc<Agent>, key: TaskKey, plan: Plan) {
     // Already being killed: KILLING went out, RUNNING after it would read as a revival.
     if !killing {
         submit(&agent, &key, running).await;
+        start_health_checks(&agent, &key);
     }
     if kill_now {
         start_kill(&agent, &key);
@@ -607,6 +608,46 @@ async fn finish(agent: &Arc<Agent>, key: &TaskKey, launch_error: Option<String>)
     };
     st.exit_code = exit.map(Exit::code);
     submit(agent, key, st).await;
+}
+
+// ------------------------------------------------------------------------- health
+
+/// Starts the task's health checks, if it has any. A malformed check is logged and
+/// ignored: the task itself is fine.
+fn start_health_checks(agent: &Arc<Agent>, key: &TaskKey) {
+    let spec = agent
+        .table()
+        .live
+        .get(key)
+        .and_then(|e| e.record.launch.task.health_check.clone());
+    let Some(spec) = spec else { return };
+    match crate::health::Spec::parse(&spec) {
+        Ok(spec) => crate::health::watch(agent, key.clone(), spec),
+        Err(e) => tracing::warn!(task_id = %key.1, error = %e, "ignoring the task's health check"),
+    }
+}
+
+/// Sends a health change as a `TASK_RUNNING` update; false once the task is no longer
+/// running (or is being killed), which ends its checks.
+pub(crate) async fn report_health(agent: &Arc<Agent>, key: &TaskKey, healthy: bool) -> bool {
+    let rec = {
+        let t = agent.table();
+        match t.live.get(key) {
+            Some(e) if e.state == TaskState::Running && !e.record.killing => e.record.clone(),
+            _ => return false,
+        }
+    };
+    let mut st = agent
+        .status(&rec, TaskState::Running)
+        .with_reason(reason::TASK_HEALTH_CHECK_STATUS_UPDATED);
+    st.healthy = Some(healthy);
+    submit(agent, key, st).await;
+    true
+}
+
+/// Kills a task whose health checks failed too often in a row (Mesos does the same).
+pub(crate) async fn kill_unhealthy(agent: &Arc<Agent>, key: &TaskKey) {
+    let _ = kill(agent, key, None).await;
 }
 
 // ------------------------------------------------------------------------- kill
@@ -860,6 +901,8 @@ async fn recover(
                 }
                 if kill_again {
                     start_kill(&a, &key);
+                } else {
+                    start_health_checks(&a, &key);
                 }
                 agent.tracker.spawn(async move {
                     if wait_exit(sup, false, &a.shutdown).await {
