@@ -94,9 +94,8 @@ fn app_json(st: &State, a: &AppRecord, embed_tasks: bool) -> Value {
         }
     }
     let tasks: Vec<&TaskRecord> = st
-        .tasks
-        .values()
-        .filter(|t| t.app == a.def.id && !t.state.is_terminal())
+        .app_tasks(&a.def.id)
+        .filter(|t| !t.state.is_terminal())
         .collect();
     let running = tasks
         .iter()
@@ -387,9 +386,8 @@ fn app_tasks(s: &Arc<Shared>, id: &str) -> Response {
         return refuse(Refusal::new(404, format!("App '{id}' does not exist")));
     }
     let tasks: Vec<Value> = st
-        .tasks
-        .values()
-        .filter(|t| t.app == id && !t.state.is_terminal())
+        .app_tasks(id)
+        .filter(|t| !t.state.is_terminal())
         .map(task_json)
         .collect();
     Json(json!({ "tasks": tasks })).into_response()
@@ -419,9 +417,8 @@ async fn kill_one(s: &Arc<Shared>, task: &str, scale: bool) -> Response {
 async fn kill_all(s: &Arc<Shared>, id: &str, scale: bool) -> Response {
     let ids: Vec<String> = s
         .lock()
-        .tasks
-        .values()
-        .filter(|t| t.app == id && !t.state.is_terminal() && !t.killing)
+        .app_tasks(id)
+        .filter(|t| !t.state.is_terminal() && !t.killing)
         .map(|t| t.id.clone())
         .collect();
     let mut killed = Vec::new();
@@ -545,11 +542,7 @@ async fn delete_deployment(AxState(s): Ctx, Path(id): Path<String>, Query(q): Pa
     };
     if flag(&q, "force") {
         let r = s.mutate(|st, fx| {
-            st.deployments.remove(&id);
-            fx.writes.push(basalt_kernel_store::Write::Delete(format!(
-                "{}{id}",
-                state::KEY_DEPLOYMENTS
-            )));
+            st.remove_deployment(&id, fx);
         });
         return match r {
             Ok(_) => StatusCode::ACCEPTED.into_response(),

@@ -282,8 +282,12 @@ async fn run_subscription(
     c.reconcile = Some(Reconcile { tasks: known });
     shared.call(c).await;
     let mut suppressed = false;
+    let mut pending: Option<basalt_api::scheduler::Event> = None;
     loop {
-        let ev = tokio::select! {
+        let ev = if let Some(p) = pending.take() {
+            Some(p)
+        } else {
+            tokio::select! {
             ev = sub.events.recv() => ev,
             _ = shared.wake.notified() => {
                 suppressed = evaluate(shared, suppressed).await;
@@ -294,6 +298,7 @@ async fn run_subscription(
                 continue;
             }
             _ = shutdown.cancelled() => return,
+            }
         };
         let Some(ev) = ev else { return };
         match ev.kind {
@@ -332,29 +337,54 @@ async fn run_subscription(
                 }
             }
             EventType::Update => {
-                let Some(u) = ev.update else { continue };
-                let st = u.status;
+                // Updates come in bursts (a deployment of hundreds of tasks): take every one
+                // already waiting and make them durable with one store commit.
+                let mut statuses: Vec<basalt_api::TaskStatus> =
+                    ev.update.into_iter().map(|u| u.status).collect();
+                let mut held_back = None;
+                while statuses.len() < 512 {
+                    match sub.events.try_recv() {
+                        Ok(next) if next.kind == EventType::Update => {
+                            statuses.extend(next.update.map(|u| u.status));
+                        }
+                        Ok(other) => {
+                            held_back = Some(other);
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
                 let now = now_ms();
-                let r = shared.mutate(|s, fx| s.on_status(&st, now, fx));
+                let r = shared.mutate(|s, fx| {
+                    for st in &statuses {
+                        s.on_status(st, now, fx);
+                    }
+                });
                 let kills = match r {
                     Ok((_, k)) => k,
                     Err(e) => {
-                        // Not acknowledged: the master resends it.
-                        tracing::error!(error = %e, "cannot persist a status update");
+                        // Not acknowledged: the master resends them.
+                        tracing::error!(error = %e, "cannot persist status updates");
                         continue;
                     }
                 };
-                if let (Some(uuid), Some(agent)) = (st.uuid.clone(), st.agent_id.clone()) {
-                    let mut c = Call::new(None, CallType::Acknowledge);
-                    c.acknowledge = Some(Acknowledge {
-                        agent_id: agent,
-                        task_id: st.task_id.clone(),
-                        uuid,
-                    });
-                    shared.call(c).await;
+                for st in &statuses {
+                    if let (Some(uuid), Some(agent)) = (st.uuid.clone(), st.agent_id.clone()) {
+                        let mut c = Call::new(None, CallType::Acknowledge);
+                        c.acknowledge = Some(Acknowledge {
+                            agent_id: agent,
+                            task_id: st.task_id.clone(),
+                            uuid,
+                        });
+                        shared.call(c).await;
+                    }
                 }
                 shared.kill(kills).await;
                 suppressed = evaluate(shared, suppressed).await;
+                if let Some(other) = held_back {
+                    // Offers and the rest go round the loop again, in order.
+                    pending = Some(other);
+                }
             }
             EventType::Error => {
                 tracing::error!(error = ?ev.error, "the master ended init's subscription");

@@ -10,7 +10,7 @@ use basalt_api::{Ranges, Resources, RoleResources, TaskId, TaskInfo, TaskState, 
 use basalt_kernel_store::Write;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Service ports handed out for port 0 (Marathon's `--local_port_min/max`).
 pub const SERVICE_PORTS: std::ops::RangeInclusive<u16> = 10000..=20000;
@@ -113,6 +113,10 @@ pub struct State {
     pub framework_id: Option<String>,
     /// Events for `/v2/events` subscribers, drained by the shell.
     pub events: Vec<Value>,
+    /// Task ids by app, so per-app questions do not scan every task.
+    by_app: HashMap<String, BTreeSet<String>>,
+    /// The deployment holding each app (at most one).
+    dep_by_app: HashMap<String, String>,
 }
 
 /// ISO 8601 UTC with milliseconds, as Marathon writes versions.
@@ -242,13 +246,14 @@ impl State {
                 if let Ok(a) = serde_json::from_slice::<AppRecord>(&v) {
                     s.apps.insert(id.to_owned(), a);
                 }
-            } else if let Some(id) = k.strip_prefix(KEY_TASKS) {
+            } else if k.starts_with(KEY_TASKS) {
                 if let Ok(t) = serde_json::from_slice::<TaskRecord>(&v) {
-                    s.tasks.insert(id.to_owned(), t);
+                    s.insert_task(t);
                 }
             } else if let Some(id) = k.strip_prefix(KEY_DEPLOYMENTS)
                 && let Ok(d) = serde_json::from_slice::<Deployment>(&v)
             {
+                s.dep_by_app.insert(d.app.clone(), id.to_owned());
                 s.deployments.insert(id.to_owned(), d);
             }
         }
@@ -320,16 +325,8 @@ impl State {
         fx: &mut Effects,
     ) -> String {
         // A new deployment for an app replaces the one in flight.
-        let old: Vec<String> = self
-            .deployments
-            .values()
-            .filter(|d| d.app == app)
-            .map(|d| d.id.clone())
-            .collect();
-        for id in old {
-            self.deployments.remove(&id);
-            fx.writes
-                .push(Write::Delete(format!("{KEY_DEPLOYMENTS}{id}")));
+        if let Some(old) = self.dep_by_app.get(app).cloned() {
+            self.remove_deployment(&old, fx);
         }
         let id = uuid::Uuid::new_v4().to_string();
         let d = Deployment {
@@ -341,12 +338,26 @@ impl State {
         fx.writes.push(put(format!("{KEY_DEPLOYMENTS}{id}"), &d));
         self.events.push(json!({"eventType": "deployment_info", "timestamp": version,
             "plan": {"id": id, "version": version}, "currentStep": {"actions": [{"action": action, "app": app}]}}));
+        self.dep_by_app.insert(app.to_owned(), id.clone());
         self.deployments.insert(id.clone(), d);
         id
     }
 
+    /// Forgets a deployment (finished, replaced, or dropped with `?force`).
+    pub fn remove_deployment(&mut self, id: &str, fx: &mut Effects) -> Option<Deployment> {
+        let d = self.deployments.remove(id)?;
+        if self.dep_by_app.get(&d.app).is_some_and(|x| x == id) {
+            self.dep_by_app.remove(&d.app);
+        }
+        fx.writes
+            .push(Write::Delete(format!("{KEY_DEPLOYMENTS}{id}")));
+        Some(d)
+    }
+
     pub fn locked(&self, app: &str) -> Option<&Deployment> {
-        self.deployments.values().find(|d| d.app == app)
+        self.dep_by_app
+            .get(app)
+            .and_then(|id| self.deployments.get(id))
     }
 
     /// Creates or replaces an app (POST, PUT). Returns (version, deployment id).
@@ -485,10 +496,37 @@ impl State {
     }
 
     /// Tasks of `app` that count: alive and not being killed.
+    fn insert_task(&mut self, t: TaskRecord) {
+        self.by_app
+            .entry(t.app.clone())
+            .or_default()
+            .insert(t.id.clone());
+        self.tasks.insert(t.id.clone(), t);
+    }
+
+    fn remove_task(&mut self, id: &str) -> Option<TaskRecord> {
+        let t = self.tasks.remove(id)?;
+        if let Some(ids) = self.by_app.get_mut(&t.app) {
+            ids.remove(id);
+            if ids.is_empty() {
+                self.by_app.remove(&t.app);
+            }
+        }
+        Some(t)
+    }
+
+    /// Every task of `app`, live or not yet forgotten.
+    pub fn app_tasks<'a>(&'a self, app: &str) -> impl Iterator<Item = &'a TaskRecord> + 'a {
+        self.by_app
+            .get(app)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.tasks.get(id))
+    }
+
     fn active<'a>(&'a self, app: &str) -> Vec<&'a TaskRecord> {
-        self.tasks
-            .values()
-            .filter(|t| t.app == app && live(t) && !t.killing)
+        self.app_tasks(app)
+            .filter(|t| live(t) && !t.killing)
             .collect()
     }
 
@@ -589,14 +627,10 @@ impl State {
         };
         let done = match self.apps.get(app) {
             None => true,
-            Some(a) if a.deleting => !self.tasks.values().any(|t| t.app == app && live(t)),
+            Some(a) if a.deleting => !self.app_tasks(app).any(live),
             Some(a) => {
                 let instances = a.def.instances.max(0) as usize;
-                let tasks: Vec<&TaskRecord> = self
-                    .tasks
-                    .values()
-                    .filter(|t| t.app == app && live(t))
-                    .collect();
+                let tasks: Vec<&TaskRecord> = self.app_tasks(app).filter(|t| live(t)).collect();
                 let running_current = tasks
                     .iter()
                     .filter(|t| {
@@ -612,9 +646,7 @@ impl State {
         if !done {
             return;
         }
-        self.deployments.remove(&d.id);
-        fx.writes
-            .push(Write::Delete(format!("{KEY_DEPLOYMENTS}{}", d.id)));
+        self.remove_deployment(&d.id, fx);
         self.events.push(
             json!({"eventType": "deployment_success", "timestamp": iso(now_ms), "id": d.id,
             "plan": {"id": d.id, "version": d.version}}),
@@ -645,7 +677,7 @@ impl State {
             "slaveId": rec.agent_id, "taskId": id, "taskStatus": st.state.as_str(), "message": st.message.clone().unwrap_or_default(),
             "appId": rec.app, "host": rec.host, "ports": rec.ports, "version": rec.version}));
         if st.state.is_terminal() {
-            self.tasks.remove(&id);
+            self.remove_task(&id);
             fx.writes.push(Write::Delete(format!("{KEY_TASKS}{id}")));
             let failed = !was_killing && st.state != TaskState::Finished;
             if let Some(a) = self.apps.get_mut(&rec.app) {
@@ -749,7 +781,7 @@ impl State {
                 };
                 // Persisted before the launch goes out: a restart must know every task.
                 fx.writes.push(put(format!("{KEY_TASKS}{id}"), &rec));
-                self.tasks.insert(id, rec);
+                self.insert_task(rec);
                 out.push(info);
                 want -= 1;
             }
