@@ -199,6 +199,34 @@ impl Client {
         Self::check(&url, resp).await.map(|_| ())
     }
 
+    /// Any method with an optional JSON body; returns the status and the answer's JSON
+    /// whatever the status, for APIs whose errors say more than a message (Marathon's
+    /// `details`). Only transport failures are errors here.
+    pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<(u16, serde_json::Value), ClientError> {
+        let url = self.url(path);
+        let m =
+            reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| ClientError::Decode {
+                url: url.clone(),
+                reason: e.to_string(),
+            })?;
+        let mut req = self.http.request(m, &url);
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        let resp = req.send().await.map_err(Self::transport(&url))?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.map_err(Self::transport(&url))?;
+        let v = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            serde_json::Value::String(String::from_utf8_lossy(&bytes).trim().to_owned())
+        });
+        Ok((status, v))
+    }
+
     // --- master read endpoints ---
 
     pub async fn master_state(&self) -> Result<MasterState, ClientError> {

@@ -6,6 +6,7 @@
 
 #![allow(clippy::print_stdout, clippy::disallowed_methods)]
 
+mod apps;
 mod cli;
 mod daemon;
 
@@ -46,6 +47,20 @@ enum Cmd {
     },
     /// Launch one task, stream its states, exit with its exit code (like mesos-execute).
     Run(cli::RunArgs),
+    /// Apps of init, the Marathon-compatible service manager.
+    App {
+        #[command(subcommand)]
+        cmd: apps::AppCmd,
+        #[command(flatten)]
+        g: apps::InitArgs,
+    },
+    /// init's deployments.
+    Deployment {
+        #[command(subcommand)]
+        cmd: apps::DeploymentCmd,
+        #[command(flatten)]
+        g: apps::InitArgs,
+    },
 }
 
 fn main() {
@@ -73,6 +88,8 @@ fn main() {
             Cmd::Dns(a) => daemon::dns(a).await.map(|()| 0),
             Cmd::Init(a) => daemon::init(a).await.map(|()| 0),
             Cmd::Node { cmd } => cli::node(cmd).await.map(|()| 0),
+            Cmd::App { cmd, g } => apps::app(cmd, g).await.map(|()| 0),
+            Cmd::Deployment { cmd, g } => apps::deployment(cmd, g).await.map(|()| 0),
             Cmd::Task { cmd } => cli::task(cmd).await.map(|()| 0),
             Cmd::Run(a) => cli::run(a).await,
         };

@@ -371,3 +371,96 @@ async fn the_marathon_python_client_works_against_init() {
     );
     kill_processes_under(&c.dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basalt_app_commands_wait_for_deployments_and_explain_errors() {
+    let c = Cluster::start("appcli", 1).await;
+    let ready = c.dir.join("init.ready");
+    let args: Vec<String> = [
+        "init",
+        "--master",
+        &c.master_url,
+        "--port",
+        "0",
+        "--data-dir",
+        &c.dir.join("init").display().to_string(),
+        "--ready-file",
+        &ready.display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let p = Proc::spawn(&args, &ready, &c.dir.join("init.log"));
+    let init = p.ready("init").await;
+    let good = c.dir.join("app.json");
+    std::fs::write(
+        &good,
+        r#"{"id": "/cli", "cmd": "sleep 600", "cpus": 0.05, "mem": 16, "instances": 2}"#,
+    )
+    .expect("write");
+    let bad = c.dir.join("bad.json");
+    std::fs::write(&bad, r#"{"id": "/Nope", "cmd": "x", "cpus": -1}"#).expect("write");
+    let basalt = |args: Vec<String>| {
+        let init = init.clone();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                std::process::Command::new(bin())
+                    .args(&args)
+                    .args(["--init-url", &init, "--timeout", "60s"])
+                    .output()
+            })
+            .await
+            .expect("join")
+            .expect("basalt runs")
+        }
+    };
+    let s = |x: &str| x.to_owned();
+    let out = basalt(vec![s("app"), s("add"), good.display().to_string()]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let app = get(&format!("{init}/v2/apps/cli")).await;
+    assert_eq!(
+        app["app"]["tasksRunning"],
+        json!(2),
+        "add waited for the deployment: {app}"
+    );
+
+    let out = basalt(vec![s("app"), s("list")]).await;
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        table.contains("/cli") && table.contains("RUNNING"),
+        "{table}"
+    );
+
+    let out = basalt(vec![s("app"), s("scale"), s("cli"), s("1")]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        get(&format!("{init}/v2/apps/cli")).await["app"]["tasksRunning"],
+        json!(1)
+    );
+
+    let out = basalt(vec![s("app"), s("add"), bad.display().to_string()]).await;
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "one readable line: {err}");
+    assert!(
+        err.contains("Object is not valid") && err.contains("/cpus"),
+        "{err}"
+    );
+
+    let out = basalt(vec![s("app"), s("remove"), s("cli")]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(get(&format!("{init}/v2/apps")).await["apps"], json!([]));
+    kill_processes_under(&c.dir);
+}
