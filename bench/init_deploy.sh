@@ -14,7 +14,15 @@ base=$((20000 + RANDOM % 20000))
 "$BIN" up --data-dir "$W" --master-port "$base" --agent-port $((base + 1)) --init-port $((base + 2)) --no-dns \
   --resources "cpus:64;mem:65536;disk:10000;ports:[31000-32000]" --ready-file "$W/ready" >"$W/up.log" 2>&1 &
 pid=$!
-cleanup() { kill -INT $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; pkill -f "$W/agent" 2>/dev/null || true; rm -rf "$W"; }
+# Tasks outlive `basalt up` by design (an agent restart must not kill them): end them by
+# their sandboxes, which live under $W.
+kill_tasks() {
+  local p
+  for p in /proc/[0-9]*; do
+    case "$(readlink "$p/cwd" 2>/dev/null)" in "$W"/*) kill -9 "${p#/proc/}" 2>/dev/null || true ;; esac
+  done
+}
+cleanup() { kill_tasks; kill -INT $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; kill_tasks; rm -rf "$W"; }
 trap cleanup EXIT
 for _ in $(seq 1 100); do [ -s "$W/ready" ] && break; sleep 0.1; done
 INIT="http://127.0.0.1:$((base + 2))"

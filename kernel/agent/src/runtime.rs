@@ -80,6 +80,10 @@ pub(crate) struct Agent {
     pub(crate) journal: Journal,
     pub(crate) queues: Queues,
     pub(crate) sends: tokio::sync::Semaphore,
+    /// Launches being prepared and forked at once. Each fork copies the agent's page
+    /// tables; hundreds at once thrash the machine and make every one slow, so a
+    /// burst goes through a few at a time (each still takes under a millisecond).
+    pub(crate) launching: tokio::sync::Semaphore,
     pub(crate) metrics: Metrics,
     pub(crate) started_at: f64,
     table: Mutex<Table>,
@@ -297,6 +301,9 @@ pub(crate) async fn serve(config: Config, deps: Deps) -> Result<(), Error> {
         journal,
         queues: Queues::default(),
         sends: tokio::sync::Semaphore::new(MAX_CONCURRENT_SENDS),
+        launching: tokio::sync::Semaphore::new(
+            std::thread::available_parallelism().map_or(2, |n| n.get()) * 2,
+        ),
         metrics: Metrics::default(),
         started_at: now_secs(),
         table: Mutex::new(Table::default()),
@@ -401,6 +408,10 @@ pub(crate) fn launch(agent: &Arc<Agent>, launch: TaskLaunch) {
 
 /// Prepares, starts and watches a freshly launched task.
 async fn run_new(agent: Arc<Agent>, key: TaskKey, plan: Plan) {
+    let permit = tokio::select! {
+        p = agent.launching.acquire() => p.ok(),
+        _ = agent.shutdown.cancelled() => return,
+    };
     let Some(mut rec) = agent.table().live.get(&key).map(|e| e.record.clone()) else {
         return;
     };
@@ -483,6 +494,8 @@ async fn run_new(agent: Arc<Agent>, key: TaskKey, plan: Plan) {
             return;
         }
     };
+    // Started: the next launch may fork.
+    drop(permit);
     // Our own child is at least a zombie until we reap it, so its stat is readable.
     let sup = procs.0.unwrap_or(Proc {
         pid: spawned.supervisor,
