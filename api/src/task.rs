@@ -239,6 +239,31 @@ pub struct TaskInfo {
     pub data: Option<String>,
 }
 
+impl TaskInfo {
+    /// A task running `command` with `resources` on `agent_id`; the optional parts empty.
+    pub fn command(
+        name: impl Into<String>,
+        task_id: TaskId,
+        agent_id: AgentId,
+        resources: Vec<Resource>,
+        command: CommandInfo,
+    ) -> TaskInfo {
+        TaskInfo {
+            name: name.into(),
+            task_id,
+            agent_id,
+            resources,
+            command: Some(command),
+            container: None,
+            health_check: None,
+            kill_policy: None,
+            labels: None,
+            discovery: None,
+            data: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
 pub struct CommandInfo {
     /// `/bin/sh -c value` when `shell` (the default), else the program to exec.

@@ -86,23 +86,17 @@ async fn main() -> Result<()> {
                     framework_id: FrameworkId::new("propagation-bench"),
                     framework_name: "bench".into(),
                     role: "*".into(),
-                    task: TaskInfo {
-                        name: name.clone(),
-                        task_id: id.clone(),
-                        agent_id: AgentId::new("pending"),
-                        resources: res.clone(),
-                        command: Some(CommandInfo {
+                    task: TaskInfo::command(
+                        name.clone(),
+                        id.clone(),
+                        AgentId::new("pending"),
+                        res.clone(),
+                        CommandInfo {
                             value: Some("sleep 3600".into()),
                             shell: true,
                             ..Default::default()
-                        }),
-                        container: None,
-                        health_check: None,
-                        kill_policy: None,
-                        labels: None,
-                        discovery: None,
-                        data: None,
-                    },
+                        },
+                    ),
                 },
                 status: TaskStatus::new(id.clone(), TaskState::Running, 1.0),
             }],

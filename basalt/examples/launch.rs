@@ -84,23 +84,17 @@ async fn main() -> Result<()> {
                     let mut tasks = Vec::new();
                     while launched + tasks.len() < n && have.contains(&want) {
                         have = have.sub(&want);
-                        tasks.push(TaskInfo {
-                            name: "noop".into(),
-                            task_id: TaskId::new(format!("noop-{}", launched + tasks.len())),
-                            agent_id: o.agent_id.clone(),
-                            resources: RoleResources::unreserved(want.clone()).to_wire(),
-                            command: Some(CommandInfo {
+                        tasks.push(TaskInfo::command(
+                            "noop",
+                            TaskId::new(format!("noop-{}", launched + tasks.len())),
+                            o.agent_id.clone(),
+                            RoleResources::unreserved(want.clone()).to_wire(),
+                            CommandInfo {
                                 value: Some("true".into()),
                                 shell: true,
                                 ..Default::default()
-                            }),
-                            container: None,
-                            health_check: None,
-                            kill_policy: None,
-                            labels: None,
-                            discovery: None,
-                            data: None,
-                        });
+                            },
+                        ));
                     }
                     launched += tasks.len();
                     let mut call = Call::new(Some(fw.clone()), CallType::Accept);

@@ -421,26 +421,20 @@ pub(crate) async fn run(a: RunArgs) -> Result<i32> {
                 res.add_to(if a.role == "*" { "*" } else { &a.role }, &want);
                 // Ask for unreserved resources; the master tops up from the role's reservation.
                 let res = RoleResources::unreserved(res.total());
-                let task = TaskInfo {
-                    name: name.clone(),
-                    task_id: task_id.clone(),
-                    agent_id: o.agent_id.clone(),
-                    resources: res.to_wire(),
-                    command: Some(CommandInfo {
+                let task = TaskInfo::command(
+                    name.clone(),
+                    task_id.clone(),
+                    o.agent_id.clone(),
+                    res.to_wire(),
+                    CommandInfo {
                         value: Some(value.clone()),
                         shell: true,
                         environment: (!vars.is_empty()).then(|| Environment {
                             variables: vars.clone(),
                         }),
                         ..Default::default()
-                    }),
-                    container: None,
-                    health_check: None,
-                    kill_policy: None,
-                    labels: None,
-                    discovery: None,
-                    data: None,
-                };
+                    },
+                );
                 let mut call = Call::new(Some(fw.clone()), CallType::Accept);
                 call.accept = Some(Accept {
                     offer_ids: vec![o.id.clone()],

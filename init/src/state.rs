@@ -354,6 +354,18 @@ impl State {
         Some(d)
     }
 
+    /// 409 while a deployment holds `app`, unless `force` (which the new one replaces).
+    fn unlocked(&self, app: &str, force: bool) -> Result<(), Refusal> {
+        match self.locked(app) {
+            Some(d) if !force => Err(Refusal {
+                status: 409,
+                body: json!({"message": "App is locked by one or more deployments. Override with the option '?force=true'. View details at '/v2/deployments/<DEPLOYMENT_ID>'.",
+                             "deployments": [{"id": d.id}]}),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     pub fn locked(&self, app: &str) -> Option<&Deployment> {
         self.dep_by_app
             .get(app)
@@ -382,13 +394,7 @@ impl State {
                 format!("An app with id [{}] already exists.", def.id),
             ));
         }
-        if !force && let Some(d) = self.locked(&def.id) {
-            return Err(Refusal {
-                status: 409,
-                body: json!({"message": "App is locked by one or more deployments. Override with the option '?force=true'. View details at '/v2/deployments/<DEPLOYMENT_ID>'.",
-                             "deployments": [{"id": d.id}]}),
-            });
-        }
+        self.unlocked(&def.id, force)?;
         let version = iso(now_ms);
         def.version = Some(version.clone());
         let previous = existing.map(|a| a.service_ports.clone());
@@ -427,12 +433,7 @@ impl State {
         force: bool,
         fx: &mut Effects,
     ) -> Result<(String, String), Refusal> {
-        if !force && let Some(d) = self.locked(id) {
-            return Err(Refusal {
-                status: 409,
-                body: json!({"message": "App is locked by one or more deployments. Override with the option '?force=true'.", "deployments": [{"id": d.id}]}),
-            });
-        }
+        self.unlocked(id, force)?;
         let Some(a) = self.apps.get_mut(id).filter(|a| !a.deleting) else {
             return Err(Refusal::new(404, format!("App '{id}' does not exist")));
         };
@@ -453,12 +454,7 @@ impl State {
         force: bool,
         fx: &mut Effects,
     ) -> Result<(String, String), Refusal> {
-        if !force && let Some(d) = self.locked(id) {
-            return Err(Refusal {
-                status: 409,
-                body: json!({"message": "App is locked by one or more deployments. Override with the option '?force=true'.", "deployments": [{"id": d.id}]}),
-            });
-        }
+        self.unlocked(id, force)?;
         let Some(a) = self.apps.get_mut(id).filter(|a| !a.deleting) else {
             return Err(Refusal::new(404, format!("App '{id}' does not exist")));
         };

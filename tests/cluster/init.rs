@@ -41,19 +41,9 @@ async fn settled(init: &str, n: usize) -> Vec<Value> {
     .await
 }
 
-/// The pid of the process whose command line has `needle`.
-fn pid_with(needle: &str) -> Option<i32> {
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-        let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        (cmd.contains(needle) && cmd.contains("http.server")).then_some(pid)
-    })
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn init_keeps_apps_running_replaces_failures_and_survives_restart() {
-    let c = Cluster::start("init", 3).await;
+/// `basalt init` against the cluster's master on a free port, its data under the cluster's
+/// dir; returns the process and its URL.
+async fn start_init(c: &Cluster) -> (Proc, String) {
     let ready = c.dir.join("init.ready");
     let args: Vec<String> = [
         "init",
@@ -69,8 +59,25 @@ async fn init_keeps_apps_running_replaces_failures_and_survives_restart() {
     .iter()
     .map(|s| s.to_string())
     .collect();
-    let mut p = Proc::spawn(&args, &ready, &c.dir.join("init.log"));
+    let p = Proc::spawn(&args, &ready, &c.dir.join("init.log"));
     let init = p.ready("init").await;
+    (p, init)
+}
+
+/// The pid of the process whose command line has `needle`.
+fn pid_with(needle: &str) -> Option<i32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        (cmd.contains(needle) && cmd.contains("http.server")).then_some(pid)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_keeps_apps_running_replaces_failures_and_survives_restart() {
+    let c = Cluster::start("init", 3).await;
+    let (mut p, init) = start_init(&c).await;
     // Restarts come back on the same port.
     p.args[4] = init.rsplit(':').next().unwrap_or("0").to_owned();
 
@@ -334,23 +341,7 @@ fn marathon_python() -> String {
 async fn the_marathon_python_client_works_against_init() {
     let python = marathon_python();
     let c = Cluster::start("pyclient", 1).await;
-    let ready = c.dir.join("init.ready");
-    let args: Vec<String> = [
-        "init",
-        "--master",
-        &c.master_url,
-        "--port",
-        "0",
-        "--data-dir",
-        &c.dir.join("init").display().to_string(),
-        "--ready-file",
-        &ready.display().to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let p = Proc::spawn(&args, &ready, &c.dir.join("init.log"));
-    let init = p.ready("init").await;
+    let (_init_proc, init) = start_init(&c).await;
     let script = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../tests/clients/marathon_client.py"
@@ -375,23 +366,7 @@ async fn the_marathon_python_client_works_against_init() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn basalt_app_commands_wait_for_deployments_and_explain_errors() {
     let c = Cluster::start("appcli", 1).await;
-    let ready = c.dir.join("init.ready");
-    let args: Vec<String> = [
-        "init",
-        "--master",
-        &c.master_url,
-        "--port",
-        "0",
-        "--data-dir",
-        &c.dir.join("init").display().to_string(),
-        "--ready-file",
-        &ready.display().to_string(),
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let p = Proc::spawn(&args, &ready, &c.dir.join("init.log"));
-    let init = p.ready("init").await;
+    let (_init_proc, init) = start_init(&c).await;
     let good = c.dir.join("app.json");
     std::fs::write(
         &good,

@@ -44,23 +44,17 @@ fn main() {
                         framework_id: framework_id(f),
                         framework_name: format!("marathon-{f}"),
                         role: "*".into(),
-                        task: TaskInfo {
-                            name: format!("app-{f}"),
-                            task_id: id.clone(),
-                            agent_id: agent_id(a),
-                            resources: task_res.clone(),
-                            command: Some(CommandInfo {
+                        task: TaskInfo::command(
+                            format!("app-{f}"),
+                            id.clone(),
+                            agent_id(a),
+                            task_res.clone(),
+                            CommandInfo {
                                 value: Some("./server --port $PORT0".into()),
                                 shell: true,
                                 ..Default::default()
-                            }),
-                            container: None,
-                            health_check: None,
-                            kill_policy: None,
-                            labels: None,
-                            discovery: None,
-                            data: None,
-                        },
+                            },
+                        ),
                     },
                     status: TaskStatus::new(id, TaskState::Running, now.as_secs_f64()),
                 }
