@@ -23,6 +23,9 @@ pub(crate) fn router(shared: Arc<Shared>) -> axum::Router {
     axum::Router::new()
         .route("/v2/apps", get(list_apps).post(create_app))
         .route("/v2/apps/{*rest}", any(app_path))
+        .route("/v2/groups", any(groups))
+        .route("/v2/groups/", any(groups))
+        .route("/v2/groups/{*rest}", any(group_path))
         .route("/v2/tasks", get(list_tasks))
         .route("/v2/tasks/delete", post(delete_tasks))
         .route("/v2/deployments", get(list_deployments))
@@ -674,4 +677,241 @@ async fn events(AxState(s): Ctx, uri: axum::http::Uri) -> Response {
     Sse::new(first.chain(rest))
         .keep_alive(KeepAlive::default())
         .into_response()
+}
+
+// ------------------------------------------------------------------------- groups
+
+/// The group tree under `prefix` (an id like `/prod`, or `/` for the root), built from the
+/// app ids: Marathon groups are the directories of app paths.
+fn group_json(st: &State, prefix: &str, embed_tasks: bool) -> Option<Value> {
+    let base = if prefix == "/" {
+        String::from("/")
+    } else {
+        format!("{}/", prefix.trim_end_matches('/'))
+    };
+    let mut apps = Vec::new();
+    let mut children: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    let mut any = false;
+    for a in st.apps.values().filter(|a| !a.deleting) {
+        let Some(rest) = a.def.id.strip_prefix(&base) else {
+            continue;
+        };
+        any = true;
+        match rest.split_once('/') {
+            None => apps.push(app_json(st, a, embed_tasks)),
+            Some((child, _)) => {
+                children.insert(format!("{base}{child}"));
+            }
+        }
+    }
+    if !any && prefix != "/" {
+        return None;
+    }
+    let groups: Vec<Value> = children
+        .iter()
+        .filter_map(|c| group_json(st, c, embed_tasks))
+        .collect();
+    let version = st
+        .apps
+        .values()
+        .filter(|a| a.def.id.starts_with(&base))
+        .filter_map(|a| a.def.version.clone())
+        .max()
+        .unwrap_or_else(|| state::iso(0));
+    Some(json!({
+        "id": if prefix == "/" { "/" } else { prefix.trim_end_matches('/') },
+        "apps": apps,
+        "groups": groups,
+        "pods": [],
+        "dependencies": [],
+        "version": version,
+    }))
+}
+
+async fn groups(s: Ctx, method: Method, q: Params, body: Bytes) -> Response {
+    group_request(s, method, "/".to_owned(), q, body).await
+}
+
+async fn group_path(
+    s: Ctx,
+    method: Method,
+    Path(rest): Path<String>,
+    q: Params,
+    body: Bytes,
+) -> Response {
+    let id = format!("/{}", rest.trim_matches('/'));
+    group_request(s, method, id, q, body).await
+}
+
+async fn group_request(
+    AxState(s): Ctx,
+    method: Method,
+    id: String,
+    Query(q): Query<HashMap<String, String>>,
+    body: Bytes,
+) -> Response {
+    let embed_tasks = q.get("embed").is_some_and(|e| e.contains("tasks"));
+    match method {
+        Method::GET => {
+            let st = s.lock();
+            match group_json(&st, &id, embed_tasks) {
+                Some(g) => Json(g).into_response(),
+                None => refuse(Refusal::new(404, format!("Group '{id}' does not exist"))),
+            }
+        }
+        Method::DELETE => {
+            let force = flag(&q, "force");
+            let base = if id == "/" {
+                "/".to_owned()
+            } else {
+                format!("{id}/")
+            };
+            let ids: Vec<String> = s
+                .lock()
+                .apps
+                .values()
+                .filter(|a| !a.deleting && a.def.id.starts_with(&base))
+                .map(|a| a.def.id.clone())
+                .collect();
+            if ids.is_empty() && id != "/" {
+                return refuse(Refusal::new(404, format!("Group '{id}' does not exist")));
+            }
+            let now = now_ms();
+            let r = s.mutate(|st, fx| {
+                let mut last = (state::iso(now), String::new());
+                for app in &ids {
+                    match st.delete_app(app, now, force, fx) {
+                        Ok(x) => last = x,
+                        Err(r) => return Err(r),
+                    }
+                }
+                Ok(last)
+            });
+            match r {
+                Err(e) => internal(e),
+                Ok((Err(r), _)) => refuse(r),
+                Ok((Ok((v, d)), kills)) => {
+                    s.kill(kills).await;
+                    s.wake.notify_one();
+                    deployment_result(v, d)
+                }
+            }
+        }
+        Method::POST | Method::PUT => {
+            // A group document: `{"id", "apps": [...], "groups": [...]}`; apps are created
+            // or updated, ids taken relative to the group.
+            let doc: Value = match serde_json::from_slice(&body) {
+                Ok(v) => v,
+                Err(e) => return refuse(Refusal::new(422, format!("Invalid JSON: {e}"))),
+            };
+            let root = match doc.get("id").and_then(Value::as_str) {
+                Some(g) if method == Method::POST && id == "/" => {
+                    if g.starts_with('/') {
+                        g.to_owned()
+                    } else {
+                        format!("/{g}")
+                    }
+                }
+                _ => id.clone(),
+            };
+            let mut defs = Vec::new();
+            if let Err(r) = collect_group_apps(&doc, &root, &mut defs) {
+                return refuse(r);
+            }
+            if defs.is_empty() {
+                return refuse(Refusal::new(
+                    422,
+                    "the group has no apps (empty groups are not kept)",
+                ));
+            }
+            // All or nothing: every app is checked before any is stored.
+            let mut details = Vec::new();
+            for d in &defs {
+                if let Err(v) = d.clone().validate() {
+                    details.extend(v.into_iter().map(|mut x| {
+                        x.path = format!("{}{}", d.id, x.path);
+                        x
+                    }));
+                }
+            }
+            if !details.is_empty() {
+                return refuse(Refusal {
+                    status: 422,
+                    body: json!({"message": "Object is not valid", "details": details}),
+                });
+            }
+            if method == Method::POST {
+                let st = s.lock();
+                if let Some(d) = defs.iter().find(|d| {
+                    crate::app::normalize_id(&d.id)
+                        .is_ok_and(|id| st.apps.get(&id).is_some_and(|a| !a.deleting))
+                }) {
+                    return refuse(Refusal::new(
+                        409,
+                        format!("An app with id [{}] already exists.", d.id),
+                    ));
+                }
+            }
+            let force = flag(&q, "force");
+            let create_only = method == Method::POST;
+            let now = now_ms();
+            let r = s.mutate(|st, fx| {
+                let mut last = (state::iso(now), String::new());
+                for d in defs {
+                    last = st.put_app(d, now, create_only, force, fx)?;
+                }
+                Ok::<_, Refusal>(last)
+            });
+            match r {
+                Err(e) => internal(e),
+                Ok((Err(r), _)) => refuse(r),
+                Ok((Ok((v, d)), _)) => {
+                    revive_if_needed(&s).await;
+                    let mut resp = deployment_result(v, d);
+                    if create_only {
+                        *resp.status_mut() = StatusCode::CREATED;
+                    }
+                    resp
+                }
+            }
+        }
+        _ => refuse(Refusal::new(405, "use GET, POST, PUT or DELETE")),
+    }
+}
+
+/// Apps of a group document and its subgroups, with ids made absolute.
+fn collect_group_apps(
+    doc: &Value,
+    base: &str,
+    out: &mut Vec<AppDefinition>,
+) -> Result<(), Refusal> {
+    let base = base.trim_end_matches('/');
+    for app in doc
+        .get("apps")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let mut def: AppDefinition = serde_json::from_value(app.clone())
+            .map_err(|e| Refusal::new(422, format!("Invalid app in group: {e}")))?;
+        if !def.id.starts_with('/') {
+            def.id = format!("{base}/{}", def.id);
+        }
+        out.push(def);
+    }
+    for g in doc
+        .get("groups")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
+        let gid = g.get("id").and_then(Value::as_str).unwrap_or_default();
+        let gid = if gid.starts_with('/') {
+            gid.to_owned()
+        } else {
+            format!("{base}/{gid}")
+        };
+        collect_group_apps(g, &gid, out)?;
+    }
+    Ok(())
 }

@@ -430,6 +430,49 @@ async fn basalt_app_commands_wait_for_deployments_and_explain_errors() {
         "{err}"
     );
 
+    // Groups: nested ids, a tree, and deleting a whole group.
+    let (status, body) = send(
+        reqwest::Method::POST,
+        &format!("{init}/v2/groups"),
+        json!({"id": "/prod", "apps": [{"id": "web", "cmd": "sleep 600", "cpus": 0.05, "mem": 16}],
+               "groups": [{"id": "db", "apps": [{"id": "pg", "cmd": "sleep 600", "cpus": 0.05, "mem": 16}]}]}),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let tree = get(&format!("{init}/v2/groups/prod")).await;
+    assert_eq!(tree["apps"][0]["id"], json!("/prod/web"), "{tree}");
+    assert_eq!(tree["groups"][0]["id"], json!("/prod/db"));
+    assert_eq!(tree["groups"][0]["apps"][0]["id"], json!("/prod/db/pg"));
+    let (status, body) = send(
+        reqwest::Method::POST,
+        &format!("{init}/v2/groups"),
+        json!({"id": "/bad", "apps": [{"id": "ok", "cmd": "x"}, {"id": "Nope", "cmd": "x"}]}),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(
+        get(&format!("{init}/v2/groups/bad")).await["message"],
+        json!("Group '/bad' does not exist"),
+        "all or nothing"
+    );
+    let (status, _) = send(
+        reqwest::Method::DELETE,
+        &format!("{init}/v2/groups/prod?force=true"),
+        json!({}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    eventually("the group is gone", secs(30), || {
+        let init = init.clone();
+        async move {
+            let r = reqwest::get(format!("{init}/v2/groups/prod"))
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok((r.status().as_u16() == 404).then_some(()))
+        }
+    })
+    .await;
+
     let out = basalt(vec![s("app"), s("remove"), s("cli")]).await;
     assert!(
         out.status.success(),
