@@ -662,8 +662,20 @@ impl State {
         };
         let was_killing = t.killing;
         t.state = st.state;
+        let health_changed = st.healthy.is_some() && st.healthy != t.healthy;
         if st.healthy.is_some() {
             t.healthy = st.healthy;
+        }
+        if health_changed {
+            let alive = st.healthy == Some(true);
+            self.events.push(json!({"eventType": "health_status_changed_event", "timestamp": iso(now_ms),
+                "appId": t.app, "taskId": id, "instanceId": id, "version": t.version, "alive": alive}));
+            if !alive {
+                self.events.push(
+                    json!({"eventType": "failed_health_check_event", "timestamp": iso(now_ms),
+                    "appId": t.app, "taskId": id, "instanceId": id, "healthCheck": {}}),
+                );
+            }
         }
         if st.state == TaskState::Running && t.started_at.is_none() {
             t.started_at = Some(iso(now_ms));
