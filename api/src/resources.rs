@@ -86,7 +86,7 @@ impl Ranges {
     }
 
     pub fn from_pairs(pairs: impl IntoIterator<Item = (u64, u64)>) -> Result<Self, ResourceError> {
-        let mut r = Ranges::new();
+        let mut v = Vec::new();
         for (b, e) in pairs {
             if b > e {
                 return Err(invalid(
@@ -97,9 +97,10 @@ impl Ranges {
             if e > 65535 {
                 return Err(invalid("ports", format!("port {e} is above 65535")));
             }
-            r.insert(b, e);
+            v.push((b, e));
         }
-        Ok(r)
+        v.sort_unstable();
+        Ok(Ranges(coalesce(v.into_iter())))
     }
 
     pub fn single(p: u64) -> Self {
@@ -118,25 +119,39 @@ impl Ranges {
         self.0.iter().map(|(b, e)| e - b + 1).sum()
     }
 
-    fn insert(&mut self, b: u64, e: u64) {
-        self.0.push((b, e));
-        self.0.sort_unstable();
-        let mut out: Vec<(u64, u64)> = Vec::with_capacity(self.0.len());
-        for &(b, e) in &self.0 {
-            match out.last_mut() {
-                Some(last) if b <= last.1.saturating_add(1) => last.1 = last.1.max(e),
-                _ => out.push((b, e)),
-            }
-        }
-        self.0 = out;
-    }
-
+    /// Both sorted and coalesced, so one merge pass does it (the allocator unions ranges
+    /// on every grant).
     pub fn union(&self, o: &Ranges) -> Ranges {
-        let mut r = self.clone();
-        for &(b, e) in &o.0 {
-            r.insert(b, e);
+        if o.0.is_empty() {
+            return self.clone();
         }
-        r
+        if self.0.is_empty() {
+            return o.clone();
+        }
+        let (mut i, mut j) = (0, 0);
+        let merged = std::iter::from_fn(|| {
+            let next = match (self.0.get(i), o.0.get(j)) {
+                (Some(a), Some(b)) if a <= b => {
+                    i += 1;
+                    *a
+                }
+                (Some(_), Some(b)) => {
+                    j += 1;
+                    *b
+                }
+                (Some(a), None) => {
+                    i += 1;
+                    *a
+                }
+                (None, Some(b)) => {
+                    j += 1;
+                    *b
+                }
+                (None, None) => return None,
+            };
+            Some(next)
+        });
+        Ranges(coalesce(merged))
     }
 
     pub fn contains(&self, o: &Ranges) -> bool {
@@ -216,6 +231,18 @@ impl Ranges {
         }
         Ranges::from_pairs(pairs)
     }
+}
+
+/// Sorted ranges in, overlapping and adjacent ones merged.
+fn coalesce(sorted: impl Iterator<Item = (u64, u64)>) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for (b, e) in sorted {
+        match out.last_mut() {
+            Some(last) if b <= last.1.saturating_add(1) => last.1 = last.1.max(e),
+            _ => out.push((b, e)),
+        }
+    }
+    out
 }
 
 /// One bundle of the four resource kinds.

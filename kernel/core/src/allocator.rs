@@ -475,9 +475,13 @@ impl Allocator {
         let Some(slot) = self.agents[a as usize].as_mut() else {
             return;
         };
-        slot.available = slot.available.sub(r);
+        // In place: a round does this once per grant, and copies of every agent's
+        // resources were most of its cost.
         let e = slot.held.entry(f).or_default();
-        *e = e.add(r);
+        for (role, res) in &r.0 {
+            slot.available.sub_from(role, res);
+            e.add_to(role, res);
+        }
         self.account(f, r);
     }
 
@@ -584,8 +588,11 @@ impl Allocator {
         // what non-quota allocation may take without eating into guarantees.
         let mut free = Scalars::default();
         for &a in &agents {
-            if let Some(slot) = &self.agents[a as usize] {
-                free = free.plus(Scalars::of(&slot.available.get(UNRESERVED)));
+            if let Some(r) = self.agents[a as usize]
+                .as_ref()
+                .and_then(|slot| slot.available.0.get(UNRESERVED))
+            {
+                free = free.plus(Scalars::of(r));
             }
         }
 
@@ -735,7 +742,8 @@ impl Allocator {
                 out.0.insert(role_name.to_owned(), own);
             }
         }
-        let unreserved = slot.available.get(UNRESERVED);
+        let empty = Resources::default();
+        let unreserved = slot.available.0.get(UNRESERVED).unwrap_or(&empty);
         let mut bound = room;
         if stage == 1 {
             // Guaranteed scalars up to what is owed; the others only as a side dish.
@@ -762,7 +770,7 @@ impl Allocator {
                 b.0[2].min(spare.0[2]),
             ]));
         }
-        let u = cap(&unreserved, bound);
+        let u = cap(unreserved, bound);
         if !u.is_empty() {
             out.0.insert(UNRESERVED.to_owned(), u);
         }
