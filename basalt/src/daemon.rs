@@ -136,6 +136,10 @@ pub(crate) struct AgentFlags {
     /// Turn off cgroup isolation.
     #[arg(long)]
     no_cgroups: bool,
+    /// Hard CPU limits per task (CFS quota), not only CPU weights (Mesos'
+    /// --cgroups_enable_cfs). Costly to set up on some hosts.
+    #[arg(long)]
+    cgroups_enable_cfs: bool,
 }
 
 impl AgentFlags {
@@ -167,6 +171,7 @@ impl AgentFlags {
             } else {
                 agent::CgroupsMode::Auto
             },
+            cgroups_enable_cfs: self.cgroups_enable_cfs,
             ..Default::default()
         })
     }

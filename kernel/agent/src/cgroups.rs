@@ -24,6 +24,10 @@ pub(crate) struct Limits {
     pub(crate) mem_bytes: Option<u64>,
     /// Thousandths of a CPU.
     pub(crate) cpu_millis: Option<u64>,
+    /// Hard CPU caps (CFS quota) besides the proportional weight. Off by default, as
+    /// Mesos' `--cgroups_enable_cfs`: writing a quota costs an IPI to every CPU, which
+    /// made up a third of a task launch's CPU time here.
+    pub(crate) cfs: bool,
 }
 
 impl Limits {
@@ -31,6 +35,7 @@ impl Limits {
         Limits {
             mem_bytes: (r.mem.0 > 0).then(|| (r.mem.0 as u64 * 1024 * 1024).div_ceil(1000)),
             cpu_millis: (r.cpus.0 > 0).then_some(r.cpus.0 as u64),
+            cfs: false,
         }
     }
 }
@@ -50,8 +55,10 @@ pub(crate) fn v1_settings(l: Limits) -> (Vec<Setting>, Vec<Setting>) {
     }
     if let Some(c) = l.cpu_millis {
         required.push(("cpu", "cpu.shares", (c * 1024 / 1000).max(2).to_string()));
-        required.push(("cpu", "cpu.cfs_period_us", CFS_PERIOD_US.to_string()));
-        required.push(("cpu", "cpu.cfs_quota_us", quota_us(c).to_string()));
+        if l.cfs {
+            required.push(("cpu", "cpu.cfs_period_us", CFS_PERIOD_US.to_string()));
+            required.push(("cpu", "cpu.cfs_quota_us", quota_us(c).to_string()));
+        }
     }
     (required, optional)
 }
@@ -65,7 +72,9 @@ pub(crate) fn v2_settings(l: Limits) -> (Vec<Setting>, Vec<Setting>) {
         optional.push(("", "memory.swap.max", "0".to_owned()));
     }
     if let Some(c) = l.cpu_millis {
-        required.push(("", "cpu.max", format!("{} {CFS_PERIOD_US}", quota_us(c))));
+        if l.cfs {
+            required.push(("", "cpu.max", format!("{} {CFS_PERIOD_US}", quota_us(c))));
+        }
         // cpu.weight spans 1..=10000 with 100 for one share of 1024.
         optional.push((
             "",
@@ -283,7 +292,10 @@ mod tests {
     use super::*;
 
     fn limits(cpus: f64, mem: f64) -> Limits {
-        Limits::of(&Resources::new(cpus, mem))
+        Limits {
+            cfs: true,
+            ..Limits::of(&Resources::new(cpus, mem))
+        }
     }
 
     #[test]
@@ -297,6 +309,17 @@ mod tests {
             opt,
             vec![("memory", "memory.memsw.limit_in_bytes", "33554432".into())]
         );
+    }
+
+    #[test]
+    fn without_cfs_cpu_is_a_weight_only() {
+        let l = Limits::of(&Resources::new(0.5, 32.0));
+        let (req, _) = v1_settings(l);
+        assert!(req.contains(&("cpu", "cpu.shares", "512".into())));
+        assert!(!req.iter().any(|s| s.1.starts_with("cpu.cfs")));
+        let (req, opt) = v2_settings(l);
+        assert!(!req.iter().any(|s| s.1 == "cpu.max"));
+        assert!(opt.iter().any(|s| s.1 == "cpu.weight"));
     }
 
     #[test]

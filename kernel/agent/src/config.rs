@@ -36,6 +36,10 @@ pub struct Config {
     /// This agent's sub-tree under each cgroup controller:
     /// `<root>/<cgroup_name>/<container-id>` (default `basalt`).
     pub cgroup_name: String,
+    /// Hard CPU limits (CFS quota) on top of CPU weights, as Mesos'
+    /// `--cgroups_enable_cfs`.
+    #[serde(default)]
+    pub cgroups_enable_cfs: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -60,6 +64,7 @@ impl Default for Config {
             registration_backoff_max: Duration::from_secs(10),
             cgroups: CgroupsMode::Auto,
             cgroup_name: "basalt".to_owned(),
+            cgroups_enable_cfs: false,
         }
     }
 }

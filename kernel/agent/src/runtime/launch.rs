@@ -207,7 +207,13 @@ pub(crate) fn prepare(
 
     rec.cgroups = agent
         .isolation
-        .create(&rec.run_id, plan.limits)
+        .create(
+            &rec.run_id,
+            cgroups::Limits {
+                cfs: agent.config.cgroups_enable_cfs,
+                ..plan.limits
+            },
+        )
         .map_err(|e| format!("cannot create the task's cgroups: {e}"))?;
     let procs = cgroups::procs_files(&rec.cgroups)
         .iter()
