@@ -141,6 +141,7 @@ pub fn encode(rs: &RecordSet, cfg: &Config) -> FastTable {
             continue;
         }
         let mut e = Encoded::default();
+        let mut seen_additional = std::collections::HashSet::new();
         for s in srvs {
             let mut data = Vec::with_capacity(6 + s.target.len() + 2);
             data.extend_from_slice(&0u16.to_be_bytes());
@@ -153,7 +154,7 @@ pub fn encode(rs: &RecordSet, cfg: &Config) -> FastTable {
             for ip in rs.a.get(&s.target).into_iter().flatten() {
                 let (ty, d) = ip_rdata(ip);
                 if let Some(r) = named_rr(&s.target, ty, ttl, &d)
-                    && !e.additionals.contains(&r)
+                    && seen_additional.insert(r.clone())
                 {
                     e.additionals.push(r);
                 }
@@ -263,7 +264,7 @@ pub fn answer(req: &[u8], rs: &RecordSet, udp: bool, shuffle: u64) -> Option<Vec
     let (rcode, found) = match t.get(&q.name, q.qtype) {
         Some(e) if !e.answers.is_empty() => (0u8, Some(e)),
         // The apex has SOA and NS, and ANY wants everything: the general path knows.
-        _ if q.name == t.apex || q.qtype == 255 => return None,
+        _ if q.name == t.apex || matches!(q.qtype, 251 | 252 | 255) => return None,
         _ if rs.exists(&q.name) => (0, None),
         _ => (3, None),
     };

@@ -71,8 +71,15 @@ impl Shared {
         self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
         let budget = Duration::from_secs_f64(self.cfg.timeout);
         let deadline = tokio::time::Instant::now() + budget;
+        // Each upstream gets its share, so a dead first one cannot use up the whole budget.
+        let share = budget / u32::try_from(ups.len()).unwrap_or(u32::MAX).max(1);
         for up in ups {
-            let got = tokio::time::timeout_at(deadline, async {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                break;
+            }
+            let until = (now + share).min(deadline);
+            let got = tokio::time::timeout_at(until, async {
                 let r = forward_udp(*up, req).await?;
                 if client_tcp && r.len() > 2 && r[2] & 0x02 != 0 {
                     return forward_tcp(*up, req).await;
@@ -83,7 +90,7 @@ impl Shared {
             match got {
                 Ok(Ok(r)) => return Some(r),
                 Ok(Err(e)) => tracing::debug!(upstream = %up, error = %e, "upstream failed"),
-                Err(_) => break,
+                Err(_) => tracing::debug!(upstream = %up, "upstream timed out"),
             }
         }
         self.stats.forward_failures.fetch_add(1, Ordering::Relaxed);

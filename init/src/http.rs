@@ -287,8 +287,13 @@ async fn app_path(
             }
         };
     }
-    if let Some((id, version)) = path.split_once("/versions") {
-        return versions(&s, id, version.trim_start_matches('/'));
+    if let Some(id) = path.strip_suffix("/versions") {
+        return versions(&s, id, "");
+    }
+    if let Some((id, version)) = path.rsplit_once("/versions/")
+        && !version.contains('/')
+    {
+        return versions(&s, id, version);
     }
     let id = path;
     match method {
@@ -438,10 +443,20 @@ async fn kill_all(s: &Arc<Shared>, id: &str, scale: bool) -> Response {
     Json(json!({ "tasks": killed })).into_response()
 }
 
+/// The stored versions of exactly `id` (not of apps nested below it): (key, definition).
+fn stored_versions(s: &Arc<Shared>, id: &str) -> Result<Vec<(String, Vec<u8>)>, String> {
+    let prefix = format!("{}{id}/", state::KEY_VERSIONS);
+    let list = s.store.list(&prefix).map_err(|e| e.to_string())?;
+    Ok(list
+        .into_iter()
+        .filter(|(k, _)| !k[prefix.len()..].contains('/'))
+        .collect())
+}
+
 fn versions(s: &Arc<Shared>, id: &str, version: &str) -> Response {
-    let list = match s.store.list(&format!("{}{id}/", state::KEY_VERSIONS)) {
+    let list = match stored_versions(s, id) {
         Ok(l) => l,
-        Err(e) => return internal(e.to_string()),
+        Err(e) => return internal(e),
     };
     if list.is_empty() {
         return refuse(Refusal::new(404, format!("App '{id}' does not exist")));
@@ -507,8 +522,15 @@ async fn delete_tasks(AxState(s): Ctx, Query(q): Params, body: Bytes) -> Respons
                 killed.push(task_json(&rec));
                 all.extend(kills);
             }
-            Ok((Err(r), _)) => return refuse(r),
-            Err(e) => return internal(e),
+            Ok((Err(r), _)) => {
+                // What was already marked for killing is killed, then the error.
+                s.kill(all).await;
+                return refuse(r);
+            }
+            Err(e) => {
+                s.kill(all).await;
+                return internal(e);
+            }
         }
     }
     s.kill(all).await;
@@ -552,9 +574,9 @@ async fn delete_deployment(AxState(s): Ctx, Path(id): Path<String>, Query(q): Pa
             Err(e) => internal(e),
         };
     }
-    let list = match s.store.list(&format!("{}{}/", state::KEY_VERSIONS, d.app)) {
+    let list = match stored_versions(&s, &d.app) {
         Ok(l) => l,
-        Err(e) => return internal(e.to_string()),
+        Err(e) => return internal(e),
     };
     let previous = list
         .iter()
@@ -777,13 +799,10 @@ async fn group_request(
                 return refuse(Refusal::new(404, format!("Group '{id}' does not exist")));
             }
             let now = now_ms();
-            let r = s.mutate(|st, fx| {
+            let r = s.mutate_all(|st, fx| {
                 let mut last = (state::iso(now), String::new());
                 for app in &ids {
-                    match st.delete_app(app, now, force, fx) {
-                        Ok(x) => last = x,
-                        Err(r) => return Err(r),
-                    }
+                    last = st.delete_app(app, now, force, fx)?;
                 }
                 Ok(last)
             });
@@ -855,7 +874,7 @@ async fn group_request(
             let force = flag(&q, "force");
             let create_only = method == Method::POST;
             let now = now_ms();
-            let r = s.mutate(|st, fx| {
+            let r = s.mutate_all(|st, fx| {
                 let mut last = (state::iso(now), String::new());
                 for d in defs {
                     last = st.put_app(d, now, create_only, force, fx)?;

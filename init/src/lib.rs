@@ -116,14 +116,58 @@ impl Shared {
             let mut st = self.lock();
             let mut fx = Effects::default();
             let out = f(&mut st, &mut fx);
-            if !fx.writes.is_empty() {
-                self.store.apply(&fx.writes).map_err(|e| e.to_string())?;
+            if !fx.writes.is_empty()
+                && let Err(e) = self.store.apply(&fx.writes)
+            {
+                // Memory must not run ahead of the store: go back to what is durable.
+                self.reload(&mut st);
+                return Err(e.to_string());
             }
             for ev in st.events.drain(..) {
                 let _ = self.events.send(ev);
             }
             Ok((out, fx.kills))
         })
+    }
+
+    /// `mutate` for changes that must land whole or not at all: when `f` fails halfway,
+    /// nothing it wrote is stored and the state goes back to what the store holds.
+    pub(crate) fn mutate_all<T, E>(
+        &self,
+        f: impl FnOnce(&mut State, &mut Effects) -> Result<T, E>,
+    ) -> Result<(Result<T, E>, Kills), String> {
+        tokio::task::block_in_place(|| {
+            let mut st = self.lock();
+            let mut fx = Effects::default();
+            match f(&mut st, &mut fx) {
+                Err(e) => {
+                    if !fx.writes.is_empty() {
+                        self.reload(&mut st);
+                    }
+                    st.events.clear();
+                    Ok((Err(e), Vec::new()))
+                }
+                Ok(out) => {
+                    if !fx.writes.is_empty()
+                        && let Err(e) = self.store.apply(&fx.writes)
+                    {
+                        self.reload(&mut st);
+                        return Err(e.to_string());
+                    }
+                    for ev in st.events.drain(..) {
+                        let _ = self.events.send(ev);
+                    }
+                    Ok((Ok(out), fx.kills))
+                }
+            }
+        })
+    }
+
+    fn reload(&self, st: &mut State) {
+        match self.store.list("init/") {
+            Ok(records) => *st = State::load(records),
+            Err(e) => tracing::error!(error = %e, "cannot reread init's store"),
+        }
     }
 
     async fn call(&self, call: Call) -> bool {
@@ -355,16 +399,13 @@ async fn run_subscription(
                     }
                 }
                 let now = now_ms();
-                let r = shared.mutate(|s, fx| {
-                    for st in &statuses {
-                        s.on_status(st, now, fx);
-                    }
-                });
+                let r = shared.mutate(|s, fx| s.on_statuses(&statuses, now, fx));
                 let kills = match r {
                     Ok((_, k)) => k,
                     Err(e) => {
                         // Not acknowledged: the master resends them.
                         tracing::error!(error = %e, "cannot persist status updates");
+                        pending = held_back;
                         continue;
                     }
                 };
@@ -403,6 +444,7 @@ async fn evaluate(shared: &Arc<Shared>, suppressed: bool) -> bool {
         for a in apps {
             st.reconcile_app(&a, now, fx);
         }
+        st.kill_retries(now, fx);
         st.needs_offers(now)
     });
     let Ok((needs, kills)) = r else {

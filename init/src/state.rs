@@ -40,6 +40,9 @@ pub struct AppRecord {
     /// Being deleted: kill everything, then forget the app.
     #[serde(default)]
     pub deleting: bool,
+    /// Every stored version, so they go with the app.
+    #[serde(default)]
+    pub versions: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -63,6 +66,8 @@ pub struct TaskRecord {
     #[serde(default)]
     pub killing: bool,
     pub staged_ms: u64,
+    #[serde(default)]
+    pub started_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -117,6 +122,25 @@ pub struct State {
     by_app: HashMap<String, BTreeSet<String>>,
     /// The deployment holding each app (at most one).
     dep_by_app: HashMap<String, String>,
+    /// When a kill was last asked for, per task: kills are repeated until the task ends
+    /// (the master may have been away, or init restarted in between).
+    kill_sent: HashMap<String, u64>,
+}
+
+/// How long a task must keep running before its app's back-off starts over.
+const BACKOFF_RESET_MS: u64 = 60_000;
+/// How often an unanswered kill is repeated.
+const KILL_RETRY_MS: u64 = 5_000;
+
+/// Whether a task counts as serving: running, and healthy when the app has checks.
+fn ready_for(a: &AppRecord, t: &TaskRecord) -> bool {
+    t.state == TaskState::Running
+        && !t.killing
+        && if a.def.health_checks.is_empty() {
+            t.healthy != Some(false)
+        } else {
+            t.healthy == Some(true)
+        }
 }
 
 /// ISO 8601 UTC with milliseconds, as Marathon writes versions.
@@ -413,6 +437,12 @@ impl State {
             delay_secs: def.backoff_seconds,
             delay_until: 0,
             deleting: false,
+            versions: existing
+                .map(|a| a.versions.clone())
+                .unwrap_or_default()
+                .into_iter()
+                .chain(std::iter::once(version.clone()))
+                .collect(),
         };
         fx.writes.push(put(format!("{KEY_APPS}{}", def.id), &rec));
         fx.writes
@@ -481,6 +511,7 @@ impl State {
         t.killing = true;
         let rec = t.clone();
         fx.writes.push(put(format!("{KEY_TASKS}{task}"), &rec));
+        self.kill_sent.insert(rec.id.clone(), now_ms);
         fx.kills.push((rec.id.clone(), Some(rec.agent_id.clone())));
         if scale && let Some(a) = self.apps.get_mut(&rec.app) {
             a.def.instances = (a.def.instances - 1).max(0);
@@ -541,14 +572,35 @@ impl State {
             .filter(|t| t.config_version == a.config_version)
             .count();
         // During a rolling replacement the total may exceed `instances` by the over-capacity.
-        let over =
+        let mut over =
             (instances as f64 * a.def.upgrade_strategy.maximum_over_capacity).floor() as usize;
+        let min_healthy =
+            (instances as f64 * a.def.upgrade_strategy.minimum_health_capacity).ceil() as usize;
+        if over == 0 && min_healthy >= instances && instances > 0 {
+            // Nothing old may go before something new serves: allow one extra, as Marathon.
+            over = 1;
+        }
         let room = (instances + over).saturating_sub(active.len());
         instances.saturating_sub(current).min(room)
     }
 
     /// Kills that scale-down, rolling replacement and deletion call for.
     pub fn reconcile_app(&mut self, app: &str, now_ms: u64, fx: &mut Effects) {
+        // A task that has kept running a while ends the app's back-off.
+        let settled = self.app_tasks(app).any(|t| {
+            live(t)
+                && t.state == TaskState::Running
+                && t.started_ms
+                    .is_some_and(|s| now_ms.saturating_sub(s) >= BACKOFF_RESET_MS)
+        });
+        if settled
+            && let Some(a) = self.apps.get_mut(app)
+            && a.delay_secs > a.def.backoff_seconds
+        {
+            a.delay_secs = a.def.backoff_seconds;
+            let rec = a.clone();
+            fx.writes.push(put(format!("{KEY_APPS}{app}"), &rec));
+        }
         let Some(a) = self.apps.get(app).cloned() else {
             return;
         };
@@ -562,16 +614,7 @@ impl State {
                 .iter()
                 .partition(|t| t.config_version == a.config_version);
             // Old tasks go once enough current ones run to keep the minimum healthy.
-            let checked = !a.def.health_checks.is_empty();
-            // With health checks an instance counts once it is healthy, without once it runs.
-            let ready = |t: &TaskRecord| {
-                t.state == TaskState::Running
-                    && if checked {
-                        t.healthy == Some(true)
-                    } else {
-                        t.healthy != Some(false)
-                    }
-            };
+            let ready = |t: &TaskRecord| ready_for(&a, t);
             let min_healthy =
                 (instances as f64 * a.def.upgrade_strategy.minimum_health_capacity).ceil() as usize;
             let mut running_total = current.iter().filter(|t| ready(t)).count()
@@ -610,6 +653,7 @@ impl State {
                 t.killing = true;
                 let rec = t.clone();
                 fx.writes.push(put(format!("{KEY_TASKS}{id}"), &rec));
+                self.kill_sent.insert(id.clone(), now_ms);
                 fx.kills.push((id, Some(rec.agent_id)));
             }
         }
@@ -618,6 +662,12 @@ impl State {
 
     /// Ends the app's deployment once it has converged.
     fn finish_deployments(&mut self, app: &str, now_ms: u64, fx: &mut Effects) {
+        let deleting = self.apps.get(app).is_some_and(|a| a.deleting);
+        if deleting && !self.app_tasks(app).any(live) && self.locked(app).is_none() {
+            // Its deployment was dropped with ?force: still forget the app.
+            self.forget_app(app, now_ms, fx);
+            return;
+        }
         let Some(d) = self.locked(app).cloned() else {
             return;
         };
@@ -629,12 +679,7 @@ impl State {
                 let tasks: Vec<&TaskRecord> = self.app_tasks(app).filter(|t| live(t)).collect();
                 let running_current = tasks
                     .iter()
-                    .filter(|t| {
-                        t.config_version == a.config_version
-                            && t.state == TaskState::Running
-                            && !t.killing
-                            && t.healthy != Some(false)
-                    })
+                    .filter(|t| t.config_version == a.config_version && ready_for(a, t))
                     .count();
                 running_current == instances && tasks.len() == instances
             }
@@ -648,18 +693,72 @@ impl State {
             "plan": {"id": d.id, "version": d.version}}),
         );
         if self.apps.get(app).is_some_and(|a| a.deleting) {
-            self.apps.remove(app);
-            fx.writes.push(Write::Delete(format!("{KEY_APPS}{app}")));
-            self.events.push(json!({"eventType": "app_terminated_event", "appId": app, "timestamp": iso(now_ms)}));
+            self.forget_app(app, now_ms, fx);
+        }
+    }
+
+    /// Removes a deleted app and its stored versions.
+    fn forget_app(&mut self, app: &str, now_ms: u64, fx: &mut Effects) {
+        if let Some(a) = self.apps.remove(app) {
+            for v in &a.versions {
+                fx.writes
+                    .push(Write::Delete(format!("{KEY_VERSIONS}{app}/{v}")));
+            }
+        }
+        fx.writes.push(Write::Delete(format!("{KEY_APPS}{app}")));
+        self.events.push(
+            json!({"eventType": "app_terminated_event", "appId": app, "timestamp": iso(now_ms)}),
+        );
+    }
+
+    /// Kills asked for earlier whose tasks still live: ask again (the first request may
+    /// have been lost with the master or with a restart of init).
+    pub fn kill_retries(&mut self, now_ms: u64, fx: &mut Effects) {
+        let due: Vec<(String, String)> = self
+            .tasks
+            .values()
+            .filter(|t| t.killing && live(t))
+            .filter(|t| {
+                self.kill_sent
+                    .get(&t.id)
+                    .is_none_or(|at| now_ms.saturating_sub(*at) >= KILL_RETRY_MS)
+            })
+            .map(|t| (t.id.clone(), t.agent_id.clone()))
+            .collect();
+        for (id, agent) in due {
+            self.kill_sent.insert(id.clone(), now_ms);
+            fx.kills.push((id, Some(agent)));
+        }
+    }
+
+    /// Applies a batch of status updates, then settles each affected app once.
+    pub fn on_statuses(&mut self, sts: &[TaskStatus], now_ms: u64, fx: &mut Effects) {
+        let mut apps = BTreeSet::new();
+        for st in sts {
+            if let Some(app) = self.apply_status(st, now_ms, fx) {
+                apps.insert(app);
+            }
+        }
+        for app in apps {
+            self.reconcile_app(&app, now_ms, fx);
         }
     }
 
     /// A status update from the master. Returns whether the task was ours.
     pub fn on_status(&mut self, st: &TaskStatus, now_ms: u64, fx: &mut Effects) -> bool {
+        match self.apply_status(st, now_ms, fx) {
+            Some(app) => {
+                self.reconcile_app(&app, now_ms, fx);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Records one status; returns the task's app if the task was ours.
+    fn apply_status(&mut self, st: &TaskStatus, now_ms: u64, fx: &mut Effects) -> Option<String> {
         let id = st.task_id.to_string();
-        let Some(t) = self.tasks.get_mut(&id) else {
-            return false;
-        };
+        let t = self.tasks.get_mut(&id)?;
         let was_killing = t.killing;
         t.state = st.state;
         let health_changed = st.healthy.is_some() && st.healthy != t.healthy;
@@ -679,6 +778,7 @@ impl State {
         }
         if st.state == TaskState::Running && t.started_at.is_none() {
             t.started_at = Some(iso(now_ms));
+            t.started_ms = Some(now_ms);
         }
         let rec = t.clone();
         self.events.push(json!({"eventType": "status_update_event", "timestamp": iso(now_ms),
@@ -706,18 +806,12 @@ impl State {
                 fx.writes.push(put(format!("{KEY_APPS}{}", rec.app), &arec));
             }
         } else {
-            if st.state == TaskState::Running
-                && let Some(a) = self.apps.get_mut(&rec.app)
-                && now_ms >= a.delay_until
-            {
-                // Running again: the next failure starts the back-off from the beginning.
-                a.delay_secs = a.def.backoff_seconds;
-            }
             fx.writes.push(put(format!("{KEY_TASKS}{id}"), &rec));
         }
-        let app = rec.app.clone();
-        self.reconcile_app(&app, now_ms, fx);
-        true
+        if st.state.is_terminal() {
+            self.kill_sent.remove(&id);
+        }
+        Some(rec.app)
     }
 
     /// Task launches that fit `offer`, recorded as staged. Empty when nothing fits.
@@ -786,6 +880,7 @@ impl State {
                     healthy: None,
                     killing: false,
                     staged_ms: now_ms,
+                    started_ms: None,
                 };
                 // Persisted before the launch goes out: a restart must know every task.
                 fx.writes.push(put(format!("{KEY_TASKS}{id}"), &rec));

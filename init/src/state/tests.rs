@@ -343,3 +343,86 @@ fn iso_dates() {
     assert_eq!(iso(0), "1970-01-01T00:00:00.000Z");
     assert_eq!(iso(1_733_340_000_123), "2024-12-04T19:20:00.123Z");
 }
+
+#[test]
+fn a_single_instance_with_full_health_capacity_still_rolls() {
+    let mut s = State::default();
+    let mut fx = Effects::default();
+    s.put_app(
+        app(
+            r#"{"id":"/one","cmd":"v1","cpus":0.1,"mem":16,"instances":1,
+               "upgradeStrategy":{"minimumHealthCapacity":1,"maximumOverCapacity":0.5}}"#,
+        ),
+        0,
+        true,
+        false,
+        &mut fx,
+    )
+    .expect("created");
+    let old = launch(&mut s, &offer("a1", "h1", 4.0, "r"), 1);
+    run_all(&mut s, &old, 2);
+    let mut def = s.apps["/one"].def.clone();
+    def.cmd = Some("v2".into());
+    s.put_app(def, 10, false, false, &mut fx).expect("updated");
+    let new = launch(&mut s, &offer("a1", "h1", 4.0, "r"), 11);
+    assert_eq!(new.len(), 1, "one extra instance is allowed");
+    let mut fx = Effects::default();
+    s.on_status(&status(&new[0], TaskState::Running), 12, &mut fx);
+    assert_eq!(fx.kills.len(), 1, "then the old one goes");
+    s.on_status(&status(&old[0], TaskState::Killed), 13, &mut fx);
+    assert!(s.deployments.is_empty());
+}
+
+#[test]
+fn kills_are_repeated_until_the_task_ends() {
+    let mut s = State::default();
+    let mut fx = Effects::default();
+    s.put_app(
+        app(r#"{"id":"/k","cmd":"x","cpus":0.1,"mem":16}"#),
+        0,
+        true,
+        false,
+        &mut fx,
+    )
+    .expect("created");
+    let ids = launch(&mut s, &offer("a1", "h1", 4.0, "r"), 1);
+    run_all(&mut s, &ids, 2);
+    s.kill_task(&ids[0], false, 3, &mut fx).expect("killing");
+    let mut fx = Effects::default();
+    s.kill_retries(1000, &mut fx);
+    assert!(fx.kills.is_empty(), "not yet");
+    s.kill_retries(10_000, &mut fx);
+    assert_eq!(fx.kills.len(), 1, "asked again");
+    s.on_status(&status(&ids[0], TaskState::Killed), 10_001, &mut fx);
+    let mut fx = Effects::default();
+    s.kill_retries(100_000, &mut fx);
+    assert!(fx.kills.is_empty(), "ended: no more kills");
+}
+
+#[test]
+fn checked_apps_deploy_only_once_healthy_and_forced_deletes_still_finish() {
+    let mut s = State::default();
+    let mut fx = Effects::default();
+    s.put_app(
+        app(
+            r#"{"id":"/h","cmd":"x","cpus":0.1,"mem":16,"portDefinitions":[{"port":0}],
+               "healthChecks":[{"protocol":"MESOS_HTTP","portIndex":0}]}"#,
+        ),
+        0,
+        true,
+        false,
+        &mut fx,
+    )
+    .expect("created");
+    let ids = launch(&mut s, &offer("a1", "h1", 4.0, "r"), 1);
+    run_all(&mut s, &ids, 2);
+    assert!(!s.deployments.is_empty(), "running is not enough");
+    let mut st = status(&ids[0], TaskState::Running);
+    st.healthy = Some(true);
+    s.on_status(&st, 3, &mut fx);
+    assert!(s.deployments.is_empty(), "healthy is");
+    let (_, dep) = s.delete_app("/h", 4, false, &mut fx).expect("deleting");
+    s.remove_deployment(&dep, &mut fx);
+    s.on_status(&status(&ids[0], TaskState::Killed), 5, &mut fx);
+    assert!(s.apps.is_empty(), "forgotten without its deployment");
+}
