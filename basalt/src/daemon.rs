@@ -172,6 +172,7 @@ impl AgentFlags {
                 agent::CgroupsMode::Auto
             },
             cgroups_enable_cfs: self.cgroups_enable_cfs,
+            launcher: std::env::current_exe().ok(),
             ..Default::default()
         })
     }

@@ -64,6 +64,10 @@ enum Cmd {
 }
 
 fn main() {
+    // The agent's task launcher is this binary too; it must start before any thread.
+    if std::env::args().nth(1).as_deref() == Some(basalt_kernel_agent::LAUNCHER_ARG) {
+        basalt_kernel_agent::launcher_main();
+    }
     let cli = Cli::parse();
     let daemon = matches!(
         cli.cmd,

@@ -40,6 +40,10 @@ pub struct Config {
     /// `--cgroups_enable_cfs`.
     #[serde(default)]
     pub cgroups_enable_cfs: bool,
+    /// A binary that becomes the task launcher when given `LAUNCHER_ARG` (the `basalt`
+    /// binary itself). Without one the agent forks supervisors itself.
+    #[serde(skip)]
+    pub launcher: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -65,6 +69,7 @@ impl Default for Config {
             cgroups: CgroupsMode::Auto,
             cgroup_name: "basalt".to_owned(),
             cgroups_enable_cfs: false,
+            launcher: None,
         }
     }
 }

@@ -15,6 +15,7 @@ mod error;
 mod files;
 mod health;
 mod http;
+mod launcher;
 mod master;
 mod runtime;
 mod supervisor;
@@ -22,6 +23,7 @@ mod updates;
 
 pub use config::{CgroupsMode, Config};
 pub use error::Error;
+pub use launcher::{LAUNCHER_ARG, launcher_main};
 
 use tokio_util::sync::CancellationToken;
 

@@ -84,6 +84,8 @@ pub(crate) struct Agent {
     /// tables; hundreds at once thrash the machine and make every one slow, so a
     /// burst goes through a few at a time (each still takes under a millisecond).
     pub(crate) launching: tokio::sync::Semaphore,
+    /// The small process that forks supervisors, when there is one.
+    pub(crate) launcher: Option<crate::launcher::Launcher>,
     pub(crate) metrics: Metrics,
     pub(crate) started_at: f64,
     table: Mutex<Table>,
@@ -289,7 +291,15 @@ pub(crate) async fn serve(config: Config, deps: Deps) -> Result<(), Error> {
     let journal_path = layout.journal();
     let journal = Journal::open(journal_path.clone(), &pending, &tracker, stop.clone())
         .map_err(Error::io(journal_path))?;
+    let launcher = config.launcher.as_ref().and_then(|exe| {
+        crate::launcher::Launcher::start(exe)
+            .map_err(
+                |e| tracing::warn!(error = %e, "no task launcher; the agent forks tasks itself"),
+            )
+            .ok()
+    });
     let agent = Arc::new(Agent {
+        launcher,
         isolation,
         resources,
         master: deps.master,
@@ -467,18 +477,24 @@ async fn run_new(agent: Arc<Agent>, key: TaskKey, plan: Plan) {
         submit(&agent, &key, st).await;
         return;
     }
+    let a2 = agent.clone();
     let spawned = tokio::task::spawn_blocking(move || {
-        let r = supervisor::spawn(&prepared);
+        let (r, ours) = match a2.launcher.as_ref().map(|l| l.spawn(&prepared)) {
+            Some(Ok(Some(s))) => (Ok(s), false),
+            Some(Err(e)) => (Err(e), false),
+            // No launcher, or it is gone: fork here.
+            _ => (supervisor::spawn(&prepared), true),
+        };
         let procs = r
             .as_ref()
             .ok()
             .map(|s| (Proc::of(s.supervisor), Proc::of(s.task)));
-        (r, procs)
+        (r, procs, ours)
     })
     .await;
-    let (spawned, procs) = match spawned {
-        Ok((Ok(s), procs)) => (s, procs.unwrap_or((None, None))),
-        Ok((Err(e), _)) => {
+    let (spawned, procs, own_child) = match spawned {
+        Ok((Ok(s), procs, ours)) => (s, procs.unwrap_or((None, None)), ours),
+        Ok((Err(e), _, _)) => {
             let dirs = rec.cgroups.clone();
             let _ = tokio::task::spawn_blocking(move || cgroups::destroy(&dirs)).await;
             let st = agent
@@ -522,7 +538,7 @@ async fn run_new(agent: Arc<Agent>, key: TaskKey, plan: Plan) {
     persist(&agent, &key, false).await;
 
     if spawned.exec_errno != 0 {
-        if !wait_exit(sup, true, &agent.shutdown).await {
+        if !wait_exit(sup, own_child, &agent.shutdown).await {
             return;
         }
         let err = std::io::Error::from_raw_os_error(spawned.exec_errno);
@@ -553,7 +569,7 @@ async fn run_new(agent: Arc<Agent>, key: TaskKey, plan: Plan) {
     if kill_now {
         start_kill(&agent, &key);
     }
-    if wait_exit(sup, true, &agent.shutdown).await {
+    if wait_exit(sup, own_child, &agent.shutdown).await {
         finish(&agent, &key, None).await;
     }
 }

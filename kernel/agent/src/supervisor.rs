@@ -32,6 +32,18 @@ pub(crate) struct Prepared {
     /// 16-byte aligned top of `_clone_stack` (stacks grow down), derived from a mutable
     /// pointer because the task process writes to it.
     clone_stack_top: usize,
+    /// The same, as text, for handing the launch to the launcher process.
+    pub(crate) wire: WireSpec,
+}
+
+/// What a launch needs besides its file descriptors, for the launcher process.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct WireSpec {
+    pub(crate) program: String,
+    pub(crate) argv: Vec<String>,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) cwd: std::path::PathBuf,
+    pub(crate) exit_path: std::path::PathBuf,
 }
 
 /// Size of `Prepared::clone_stack`.
@@ -67,7 +79,21 @@ fn path_cstring(what: &str, p: &std::path::Path) -> io::Result<CString> {
 }
 
 impl Prepared {
+    /// The descriptors the task gets: stdout, stderr, then its cgroups' procs files.
+    pub(crate) fn fds(&self) -> Vec<RawFd> {
+        let mut v = vec![self.stdout.as_raw_fd(), self.stderr.as_raw_fd()];
+        v.extend(self.cgroup_procs.iter().map(|f| f.as_raw_fd()));
+        v
+    }
+
     pub(crate) fn new(spec: Spec) -> io::Result<Prepared> {
+        let wire = WireSpec {
+            program: spec.program.clone(),
+            argv: spec.argv.clone(),
+            env: spec.env.clone(),
+            cwd: spec.cwd.clone(),
+            exit_path: spec.exit_path.clone(),
+        };
         if spec.cgroup_procs.len() > MAX_CGROUP_FDS {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -114,12 +140,13 @@ impl Prepared {
             exit_path: path_cstring("the exit file path", &spec.exit_path)?,
             clone_stack_top,
             _clone_stack: clone_stack,
+            wire,
         })
     }
 }
 
 /// A started supervisor and the task under it (the task leads its own process group).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
 pub(crate) struct Spawned {
     pub(crate) supervisor: i32,
     pub(crate) task: i32,
