@@ -107,12 +107,12 @@ enum Reply {
 
 /// The launcher process's main loop, on the socket at fd 0. Never returns.
 pub fn launcher_main() -> ! {
-    // SAFETY: plain process-wide settings of a fresh single-threaded process. Supervisors
-    // are reaped by the kernel (the agent watches them by pidfd); the launcher dies with
-    // the agent, the supervisors (own sessions) do not.
+    // SAFETY: a process-wide setting of a fresh single-threaded process: supervisors are
+    // reaped by the kernel (the agent watches them by pidfd). The launcher ends when the
+    // agent's end of the socket closes (the agent exited); PR_SET_PDEATHSIG would follow
+    // the agent *thread* that started us, which may end first.
     unsafe {
         libc::signal(libc::SIGCHLD, libc::SIG_IGN);
-        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
     }
     let sock = 0;
     let mut buf = vec![0u8; MAX_MSG];
