@@ -2,9 +2,10 @@
 //! sandbox under a small supervisor process, and reports their states reliably.
 //!
 //! Owns: registration and heartbeats with the master, sandboxes and their files API, the
-//! process containerizer (fork/exec under a supervisor that outlives the agent), cgroup
-//! isolation (v1 and v2), checkpoints and recovery of running tasks, and the on-disk journal
-//! of status updates that are retried until the master acknowledges them.
+//! process containerizer (fork/exec under a supervisor that outlives the agent, forked by a
+//! small launcher process), cgroup isolation (v1 and v2), the tasks' health checks,
+//! checkpoints and recovery of running tasks, and the on-disk journal of status updates
+//! that are retried until the master acknowledges them.
 //! Never: touches the cluster store, decides placement, or kills tasks on its own shutdown
 //! (they keep running and the next agent on the same work dir re-adopts them).
 
