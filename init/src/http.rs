@@ -21,7 +21,13 @@ type Params = Query<HashMap<String, String>>;
 
 pub(crate) fn router(shared: Arc<Shared>) -> axum::Router {
     axum::Router::new()
-        .route("/v2/apps", get(list_apps).post(create_app))
+        .route(
+            "/v2/apps",
+            get(list_apps)
+                .post(create_app)
+                .put(bulk_update)
+                .patch(bulk_update),
+        )
         .route("/v2/apps/{*rest}", any(app_path))
         .route("/v2/groups", any(groups))
         .route("/v2/groups/", any(groups))
@@ -184,6 +190,59 @@ fn parse_app(body: &[u8]) -> Result<AppDefinition, Refusal> {
         status: 422,
         body: json!({"message": "Invalid JSON", "details": [{"path": "/", "errors": [e.to_string()]}]}),
     })
+}
+
+/// `PUT`/`PATCH /v2/apps` with a list of apps: each created or updated (fields left out
+/// keep their values), all or none.
+async fn bulk_update(AxState(s): Ctx, Query(q): Params, body: Bytes) -> Response {
+    let list: Vec<Value> = match serde_json::from_slice(&body) {
+        Ok(Value::Array(a)) => a,
+        Ok(_) => return refuse(Refusal::new(422, "expected a JSON list of apps")),
+        Err(e) => return refuse(Refusal::new(422, format!("Invalid JSON: {e}"))),
+    };
+    let mut defs = Vec::new();
+    {
+        let st = s.lock();
+        for (i, patch) in list.into_iter().enumerate() {
+            let Some(id) = patch.get("id").and_then(Value::as_str) else {
+                return refuse(Refusal::new(422, format!("app {i} has no id")));
+            };
+            let id = crate::app::normalize_id(id).unwrap_or_else(|_| id.to_owned());
+            let merged = match st.apps.get(&id).filter(|a| !a.deleting) {
+                Some(a) => {
+                    let mut m = serde_json::to_value(&a.def).unwrap_or_else(|_| json!({}));
+                    if let (Some(m), Some(p)) = (m.as_object_mut(), patch.as_object()) {
+                        for (k, v) in p {
+                            m.insert(k.clone(), v.clone());
+                        }
+                    }
+                    m
+                }
+                None => patch,
+            };
+            match serde_json::from_value::<AppDefinition>(merged) {
+                Ok(d) => defs.push(d),
+                Err(e) => return refuse(Refusal::new(422, format!("Invalid app {i}: {e}"))),
+            }
+        }
+    }
+    let force = flag(&q, "force");
+    let now = now_ms();
+    let r = s.mutate_all(|st, fx| {
+        let mut last = (state::iso(now), String::new());
+        for d in defs {
+            last = st.put_app(d, now, false, force, fx)?;
+        }
+        Ok::<_, Refusal>(last)
+    });
+    match r {
+        Err(e) => internal(e),
+        Ok((Err(r), _)) => refuse(r),
+        Ok((Ok((v, d)), _)) => {
+            revive_if_needed(&s).await;
+            deployment_result(v, d)
+        }
+    }
 }
 
 async fn revive_if_needed(s: &Arc<Shared>) {

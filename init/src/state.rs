@@ -784,6 +784,25 @@ impl State {
         self.events.push(json!({"eventType": "status_update_event", "timestamp": iso(now_ms),
             "slaveId": rec.agent_id, "taskId": id, "taskStatus": st.state.as_str(), "message": st.message.clone().unwrap_or_default(),
             "appId": rec.app, "host": rec.host, "ports": rec.ports, "version": rec.version}));
+        let condition = match st.state {
+            TaskState::Running => "Running",
+            TaskState::Staging => "Staging",
+            TaskState::Starting => "Starting",
+            TaskState::Killing => "Killing",
+            TaskState::Finished => "Finished",
+            TaskState::Failed => "Failed",
+            TaskState::Killed => "Killed",
+            TaskState::Unreachable => "Unreachable",
+            TaskState::Gone => "Gone",
+            TaskState::Dropped => "Dropped",
+            TaskState::Error => "Error",
+            _ => "Unknown",
+        };
+        self.events.push(
+            json!({"eventType": "instance_changed_event", "timestamp": iso(now_ms),
+            "instanceId": id, "condition": condition, "runSpecId": rec.app, "agentId": rec.agent_id,
+            "host": rec.host, "runSpecVersion": rec.version}),
+        );
         if st.state.is_terminal() {
             self.remove_task(&id);
             fx.writes.push(Write::Delete(format!("{KEY_TASKS}{id}")));

@@ -473,6 +473,30 @@ async fn basalt_app_commands_wait_for_deployments_and_explain_errors() {
     })
     .await;
 
+    // Bulk update: a list of partial apps.
+    let (status, body) = send(
+        reqwest::Method::PUT,
+        &format!("{init}/v2/apps"),
+        json!([{"id": "/cli", "instances": 2}]),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let out = basalt(vec![
+        s("deployment"),
+        s("watch"),
+        body["deploymentId"].as_str().unwrap_or_default().to_owned(),
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        get(&format!("{init}/v2/apps/cli")).await["app"]["tasksRunning"],
+        json!(2)
+    );
+
     let out = basalt(vec![s("app"), s("remove"), s("cli")]).await;
     assert!(
         out.status.success(),
