@@ -226,12 +226,22 @@ async fn bulk_update(AxState(s): Ctx, Query(q): Params, body: Bytes) -> Response
             }
         }
     }
-    let force = flag(&q, "force");
+    put_apps(&s, defs, false, flag(&q, "force")).await
+}
+
+/// Creates (`create_only`) or updates every app of `defs`, all or none, and answers with
+/// the last deployment (201 for creations).
+async fn put_apps(
+    s: &Arc<Shared>,
+    defs: Vec<AppDefinition>,
+    create_only: bool,
+    force: bool,
+) -> Response {
     let now = now_ms();
     let r = s.mutate_all(|st, fx| {
         let mut last = (state::iso(now), String::new());
         for d in defs {
-            last = st.put_app(d, now, false, force, fx)?;
+            last = st.put_app(d, now, create_only, force, fx)?;
         }
         Ok::<_, Refusal>(last)
     });
@@ -239,8 +249,12 @@ async fn bulk_update(AxState(s): Ctx, Query(q): Params, body: Bytes) -> Response
         Err(e) => internal(e),
         Ok((Err(r), _)) => refuse(r),
         Ok((Ok((v, d)), _)) => {
-            revive_if_needed(&s).await;
-            deployment_result(v, d)
+            revive_if_needed(s).await;
+            let mut resp = deployment_result(v, d);
+            if create_only {
+                *resp.status_mut() = StatusCode::CREATED;
+            }
+            resp
         }
     }
 }
@@ -930,28 +944,7 @@ async fn group_request(
                     ));
                 }
             }
-            let force = flag(&q, "force");
-            let create_only = method == Method::POST;
-            let now = now_ms();
-            let r = s.mutate_all(|st, fx| {
-                let mut last = (state::iso(now), String::new());
-                for d in defs {
-                    last = st.put_app(d, now, create_only, force, fx)?;
-                }
-                Ok::<_, Refusal>(last)
-            });
-            match r {
-                Err(e) => internal(e),
-                Ok((Err(r), _)) => refuse(r),
-                Ok((Ok((v, d)), _)) => {
-                    revive_if_needed(&s).await;
-                    let mut resp = deployment_result(v, d);
-                    if create_only {
-                        *resp.status_mut() = StatusCode::CREATED;
-                    }
-                    resp
-                }
-            }
+            put_apps(&s, defs, method == Method::POST, flag(&q, "force")).await
         }
         _ => refuse(Refusal::new(405, "use GET, POST, PUT or DELETE")),
     }
