@@ -112,22 +112,10 @@ impl Shared {
         &self,
         f: impl FnOnce(&mut State, &mut Effects) -> T,
     ) -> Result<(T, Kills), String> {
-        tokio::task::block_in_place(|| {
-            let mut st = self.lock();
-            let mut fx = Effects::default();
-            let out = f(&mut st, &mut fx);
-            if !fx.writes.is_empty()
-                && let Err(e) = self.store.apply(&fx.writes)
-            {
-                // Memory must not run ahead of the store: go back to what is durable.
-                self.reload(&mut st);
-                return Err(e.to_string());
-            }
-            for ev in st.events.drain(..) {
-                let _ = self.events.send(ev);
-            }
-            Ok((out, fx.kills))
-        })
+        match self.mutate_all(|st, fx| Ok::<T, std::convert::Infallible>(f(st, fx)))? {
+            (Ok(out), kills) => Ok((out, kills)),
+            (Err(never), _) => match never {},
+        }
     }
 
     /// `mutate` for changes that must land whole or not at all: when `f` fails halfway,

@@ -378,6 +378,14 @@ impl State {
         Some(d)
     }
 
+    /// The app `id` unless it is gone or being deleted (404).
+    fn live_app_mut(&mut self, id: &str) -> Result<&mut AppRecord, Refusal> {
+        self.apps
+            .get_mut(id)
+            .filter(|a| !a.deleting)
+            .ok_or_else(|| Refusal::new(404, format!("App '{id}' does not exist")))
+    }
+
     /// 409 while a deployment holds `app`, unless `force` (which the new one replaces).
     fn unlocked(&self, app: &str, force: bool) -> Result<(), Refusal> {
         match self.locked(app) {
@@ -464,9 +472,7 @@ impl State {
         fx: &mut Effects,
     ) -> Result<(String, String), Refusal> {
         self.unlocked(id, force)?;
-        let Some(a) = self.apps.get_mut(id).filter(|a| !a.deleting) else {
-            return Err(Refusal::new(404, format!("App '{id}' does not exist")));
-        };
+        let a = self.live_app_mut(id)?;
         a.deleting = true;
         let rec = a.clone();
         fx.writes.push(put(format!("{KEY_APPS}{id}"), &rec));
@@ -485,9 +491,7 @@ impl State {
         fx: &mut Effects,
     ) -> Result<(String, String), Refusal> {
         self.unlocked(id, force)?;
-        let Some(a) = self.apps.get_mut(id).filter(|a| !a.deleting) else {
-            return Err(Refusal::new(404, format!("App '{id}' does not exist")));
-        };
+        let a = self.live_app_mut(id)?;
         let version = iso(now_ms);
         a.config_version = version.clone();
         a.def.version = Some(version.clone());

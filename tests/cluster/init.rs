@@ -64,6 +64,19 @@ async fn start_init(c: &Cluster) -> (Proc, String) {
     (p, init)
 }
 
+/// Waits until `path` of init answers 404.
+async fn gone(init: &str, path: &str, what: &str) {
+    let url = format!("{init}{path}");
+    eventually(what, secs(30), || {
+        let url = url.clone();
+        async move {
+            let r = reqwest::get(&url).await.map_err(|e| e.to_string())?;
+            Ok((r.status().as_u16() == 404).then_some(()))
+        }
+    })
+    .await;
+}
+
 /// The pid of the process whose command line has `needle`.
 fn pid_with(needle: &str) -> Option<i32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
@@ -294,16 +307,7 @@ async fn init_keeps_apps_running_replaces_failures_and_survives_restart() {
     )
     .await;
     assert_eq!(status, 200);
-    eventually("the app is gone", secs(30), || {
-        let init = init.clone();
-        async move {
-            let r = reqwest::get(format!("{init}/v2/apps/web"))
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok((r.status().as_u16() == 404).then_some(()))
-        }
-    })
-    .await;
+    gone(&init, "/v2/apps/web", "the app is gone").await;
     eventually("its tasks are gone", secs(30), || {
         let init = init.clone();
         async move {
@@ -462,16 +466,7 @@ async fn basalt_app_commands_wait_for_deployments_and_explain_errors() {
     )
     .await;
     assert_eq!(status, 200);
-    eventually("the group is gone", secs(30), || {
-        let init = init.clone();
-        async move {
-            let r = reqwest::get(format!("{init}/v2/groups/prod"))
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok((r.status().as_u16() == 404).then_some(()))
-        }
-    })
-    .await;
+    gone(&init, "/v2/groups/prod", "the group is gone").await;
 
     // Bulk update: a list of partial apps.
     let (status, body) = send(
