@@ -205,16 +205,7 @@ impl Allocator {
             held: HashMap::new(),
             filters: HashMap::new(),
         };
-        let ix = match self.free_agents.pop() {
-            Some(ix) => {
-                self.agents[ix as usize] = Some(slot);
-                ix
-            }
-            None => {
-                self.agents.push(Some(slot));
-                (self.agents.len() - 1) as u32
-            }
-        };
+        let ix = place(&mut self.agents, &mut self.free_agents, slot);
         self.agent_index.insert(agent, ix);
         for (fw, r) in used {
             if let Some(f) = self.framework_ix(&fw) {
@@ -290,16 +281,7 @@ impl Allocator {
             held: Scalars::default(),
             filtered: HashSet::new(),
         };
-        let ix = match self.free_frameworks.pop() {
-            Some(ix) => {
-                self.frameworks[ix as usize] = Some(slot);
-                ix
-            }
-            None => {
-                self.frameworks.push(Some(slot));
-                (self.frameworks.len() - 1) as u32
-            }
-        };
+        let ix = place(&mut self.frameworks, &mut self.free_frameworks, slot);
         self.framework_index.insert(framework, ix);
         self.role_mut(&role).frameworks.insert(ix);
     }
@@ -775,6 +757,20 @@ impl Allocator {
             out.0.insert(UNRESERVED.to_owned(), u);
         }
         out
+    }
+}
+
+/// Puts `slot` in a freed index if there is one, else at the end; returns its index.
+fn place<T>(slots: &mut Vec<Option<T>>, free: &mut Vec<u32>, slot: T) -> u32 {
+    match free.pop() {
+        Some(ix) => {
+            slots[ix as usize] = Some(slot);
+            ix
+        }
+        None => {
+            slots.push(Some(slot));
+            (slots.len() - 1) as u32
+        }
     }
 }
 
