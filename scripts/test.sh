@@ -6,6 +6,8 @@ cd "$(dirname "$0")/.."
 
 need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
+# pingora (the load balancer) builds zlib-ng with cmake.
+command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 # DNS tests ask with real dig and forward to a real dnsmasq.
 command -v dig >/dev/null 2>&1 || need_apt+=(bind9-dnsutils)
 command -v dnsmasq >/dev/null 2>&1 || need_apt+=(dnsmasq)

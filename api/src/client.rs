@@ -336,6 +336,46 @@ impl Client {
         Ok(EventStream::new(url, resp))
     }
 
+    /// Follows the operator stream for as long as `tx` is open: every event goes to `tx`,
+    /// and a broken stream is re-subscribed with backoff (100 ms doubling to 5 s). After a
+    /// reconnect the first event is a fresh `SUBSCRIBED` snapshot, so a consumer that rebuilds
+    /// on `SUBSCRIBED` never misses a change. Cancel by dropping the receiver or the future.
+    pub async fn follow_events(&self, tx: tokio::sync::mpsc::UnboundedSender<operator::Event>) {
+        let mut delay = std::time::Duration::from_millis(100);
+        loop {
+            match self.subscribe_events().await {
+                Ok(mut s) => {
+                    delay = std::time::Duration::from_millis(100);
+                    loop {
+                        match s.next().await {
+                            Ok(Some(ev)) => {
+                                if tx.send(ev).is_err() {
+                                    return;
+                                }
+                            }
+                            Ok(None) => {
+                                tracing::warn!(url = %self.url("/api/v1"), "master closed the event stream; reconnecting");
+                                break;
+                            }
+                            Err(e) => {
+                                tracing::warn!(error = %e, "event stream failed; reconnecting");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot subscribe to the master; keeping the last view")
+                }
+            }
+            if tx.is_closed() {
+                return;
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(std::time::Duration::from_secs(5));
+        }
+    }
+
     /// An operator read call (`GET_STATE`, ...), answered as JSON.
     pub async fn operator_call(
         &self,

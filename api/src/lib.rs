@@ -8,6 +8,7 @@
 
 pub mod agent;
 pub mod client;
+pub mod discovery;
 pub mod error;
 pub mod ids;
 pub mod operator;

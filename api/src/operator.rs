@@ -96,6 +96,18 @@ pub struct Agent {
     pub offered_resources: Vec<Resource>,
 }
 
+impl Agent {
+    /// The address tasks on this agent are reached at: the hostname when it is an IP
+    /// literal, otherwise the IP in the agent's pid (`slave(1)@10.0.0.1:5051`).
+    pub fn ip(&self) -> Option<std::net::IpAddr> {
+        self.agent_info.hostname.parse().ok().or_else(|| {
+            let hostport = self.pid.rsplit('@').next()?;
+            let host = hostport.rsplit_once(':').map_or(hostport, |(h, _)| h);
+            host.trim_matches(|c| c == '[' || c == ']').parse().ok()
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Framework {
     pub framework_info: FrameworkInfo,

@@ -285,6 +285,96 @@ async fn start_init(
         .map_err(|e| anyhow::anyhow!("{e} (use --init-port, or --no-init)"))
 }
 
+#[derive(Args, Clone)]
+pub(crate) struct LbFlags {
+    /// Port of the load balancer's HTTP virtual hosts [default: 9080 in `basalt up`, 80 for
+    /// `basalt lb`].
+    #[arg(long)]
+    lb_http_port: Option<u16>,
+    /// Port of the load balancer's stats, routes and metrics.
+    #[arg(long, default_value_t = 9090)]
+    lb_stats_port: u16,
+    /// Port that routes by the `X-Marathon-App-Id` header.
+    #[arg(long, default_value_t = 9091)]
+    lb_app_id_port: u16,
+    /// `HAPROXY_GROUP`s this load balancer exposes (comma list; `*` for every app).
+    #[arg(long = "lb-group", default_value = "external", value_delimiter = ',')]
+    lb_groups: Vec<String>,
+    /// Expose only ports labelled `HAPROXY_{n}_ENABLED=true` (marathon-lb's --strict-mode).
+    #[arg(long)]
+    lb_strict_mode: bool,
+    /// Run no load balancer.
+    #[arg(long)]
+    no_lb: bool,
+}
+
+impl LbFlags {
+    fn config(&self, ip: &str, default_http: u16) -> Result<basalt_lb::Config> {
+        let ip: std::net::IpAddr = ip
+            .parse()
+            .with_context(|| format!("--ip {ip} is not an IP address"))?;
+        let at = |port| std::net::SocketAddr::new(ip, port);
+        Ok(basalt_lb::Config {
+            http_listen: at(self.lb_http_port.unwrap_or(default_http)),
+            app_id_listen: at(self.lb_app_id_port),
+            ops_listen: at(self.lb_stats_port),
+            service_bind: ip,
+            groups: self.lb_groups.clone(),
+            strict: self.lb_strict_mode,
+            ..Default::default()
+        })
+    }
+}
+
+async fn start_lb(
+    cfg: basalt_lb::Config,
+    master_url: &str,
+    token: &CancellationToken,
+) -> Result<basalt_lb::Running> {
+    let deps = basalt_lb::Deps {
+        master: basalt_api::Client::new(master_url),
+        shutdown: token.clone(),
+    };
+    basalt_lb::serve(cfg, deps).await.map_err(|e| {
+        anyhow::anyhow!("{e} (use --lb-http-port/--lb-stats-port/--lb-app-id-port, or --no-lb)")
+    })
+}
+
+#[derive(Args)]
+pub(crate) struct LbArgs {
+    /// The master whose event stream feeds the load balancer.
+    #[arg(long, env = "BASALT_MASTER", default_value = "http://127.0.0.1:5050")]
+    master: String,
+    /// Address to listen on (vhosts, service ports, stats).
+    #[arg(long, default_value = "0.0.0.0", env = "BASALT_LB_IP")]
+    ip: String,
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+    #[command(flatten)]
+    lb: LbFlags,
+}
+
+fn lb_ready(r: &basalt_lb::Running) -> serde_json::Value {
+    serde_json::json!({"lb_http": format!("http://{}", r.http_addr),
+        "lb_app_id": format!("http://{}", r.app_id_addr),
+        "lb_stats": format!("http://{}", r.ops_addr)})
+}
+
+pub(crate) async fn lb(a: LbArgs) -> Result<()> {
+    let token = CancellationToken::new();
+    shutdown_on_signals(token.clone());
+    let master = a.master.trim_end_matches('/').to_owned();
+    let running = start_lb(a.lb.config(&a.ip, 80)?, &master, &token).await?;
+    write_ready(&a.ready_file, lb_ready(&running))?;
+    eprintln!(
+        "load balancer for {master}: vhosts http://{}, X-Marathon-App-Id http://{}, stats http://{}/stats",
+        running.http_addr, running.app_id_addr, running.ops_addr
+    );
+    token.cancelled().await;
+    running.wait().await;
+    Ok(())
+}
+
 #[derive(Args)]
 pub(crate) struct InitArgs {
     #[command(flatten)]
@@ -370,6 +460,8 @@ pub(crate) struct UpArgs {
     dns: DnsFlags,
     #[command(flatten)]
     init: InitFlags,
+    #[command(flatten)]
+    lb: LbFlags,
 }
 
 #[derive(Args)]
@@ -504,6 +596,11 @@ pub(crate) async fn up(a: UpArgs) -> Result<()> {
     } else {
         Some(start_init(&dir, &a.ip, a.init.init_port, &master_url, &token).await?)
     };
+    let lb = if a.lb.no_lb {
+        None
+    } else {
+        Some(start_lb(a.lb.config(&a.ip, 9080)?, &master_url, &token).await?)
+    };
     let init_url = init
         .as_ref()
         .map(|r| format!("http://{}", r.addr))
@@ -512,11 +609,14 @@ pub(crate) async fn up(a: UpArgs) -> Result<()> {
         Some(r) => (r.dns_addr.to_string(), format!("http://{}", r.http_addr)),
         None => (String::new(), String::new()),
     };
-    write_ready(
-        &a.ready_file,
-        serde_json::json!({"master": master_url, "agent": agent_url, "data_dir": dir,
-                           "dns": dns_addr, "dns_http": dns_http, "init": init_url}),
-    )?;
+    let mut ready = serde_json::json!({"master": master_url, "agent": agent_url, "data_dir": dir,
+                           "dns": dns_addr, "dns_http": dns_http, "init": init_url});
+    if let (Some(r), Some(m)) = (&lb, ready.as_object_mut())
+        && let serde_json::Value::Object(l) = lb_ready(r)
+    {
+        m.extend(l);
+    }
+    write_ready(&a.ready_file, ready)?;
     eprintln!("Basalt is up.");
     eprintln!("  master:   {master_url}   (Mesos API: {master_url}/master/state)");
     eprintln!("  agent:    {agent_url}");
@@ -525,6 +625,12 @@ pub(crate) async fn up(a: UpArgs) -> Result<()> {
     }
     if init.is_some() {
         eprintln!("  init:     {init_url}   (Marathon API: {init_url}/v2/apps)");
+    }
+    if let Some(l) = &lb {
+        eprintln!(
+            "  lb:       http://{} (HAPROXY_0_VHOST apps)   stats: http://{}/stats",
+            l.http_addr, l.ops_addr
+        );
     }
     eprintln!("  data dir: {}", dir.display());
     eprintln!("Try: basalt run -- echo hello   |   basalt node list   |   Ctrl-C to stop");
@@ -535,6 +641,9 @@ pub(crate) async fn up(a: UpArgs) -> Result<()> {
     }
     if let Some(i) = init {
         i.tasks.wait().await;
+    }
+    if let Some(l) = lb {
+        l.wait().await;
     }
     m.context("master task")??;
     ag.context("agent task")??;

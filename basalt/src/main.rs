@@ -35,6 +35,8 @@ enum Cmd {
     Dns(daemon::DnsArgs),
     /// Run init, the Marathon-compatible service manager, against a master.
     Init(daemon::InitArgs),
+    /// Run the edge load balancer (marathon-lb labels, no reloads) for a master.
+    Lb(daemon::LbArgs),
     /// Agents of the cluster.
     Node {
         #[command(subcommand)]
@@ -71,7 +73,7 @@ fn main() {
     let cli = Cli::parse();
     let daemon = matches!(
         cli.cmd,
-        Cmd::Up(_) | Cmd::Master(_) | Cmd::Agent(_) | Cmd::Dns(_) | Cmd::Init(_)
+        Cmd::Up(_) | Cmd::Master(_) | Cmd::Agent(_) | Cmd::Dns(_) | Cmd::Init(_) | Cmd::Lb(_)
     );
     init_logging(daemon);
     let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -91,6 +93,7 @@ fn main() {
             Cmd::Agent(a) => daemon::agent(a).await.map(|()| 0),
             Cmd::Dns(a) => daemon::dns(a).await.map(|()| 0),
             Cmd::Init(a) => daemon::init(a).await.map(|()| 0),
+            Cmd::Lb(a) => daemon::lb(a).await.map(|()| 0),
             Cmd::Node { cmd } => cli::node(cmd).await.map(|()| 0),
             Cmd::App { cmd, g } => apps::app(cmd, g).await.map(|()| 0),
             Cmd::Deployment { cmd, g } => apps::deployment(cmd, g).await.map(|()| 0),

@@ -25,7 +25,6 @@ use server::{Shared, Stats};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -189,52 +188,15 @@ pub async fn start(cfg: Config, deps: Deps) -> Result<Running, DnsError> {
     })
 }
 
-/// Follows the operator stream, reconnecting with backoff; every event goes to `tx`.
+/// Follows the operator stream until shutdown; every event goes to `tx`.
 async fn read_events(
     master: Client,
     tx: mpsc::UnboundedSender<operator::Event>,
     shutdown: CancellationToken,
 ) {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        let stream = tokio::select! {
-            s = master.subscribe_events() => s,
-            _ = shutdown.cancelled() => return,
-        };
-        match stream {
-            Ok(mut s) => {
-                delay = Duration::from_millis(100);
-                loop {
-                    let next = tokio::select! {
-                        n = s.next() => n,
-                        _ = shutdown.cancelled() => return,
-                    };
-                    match next {
-                        Ok(Some(ev)) => {
-                            if tx.send(ev).is_err() {
-                                return;
-                            }
-                        }
-                        Ok(None) => {
-                            tracing::warn!("master closed the event stream; reconnecting");
-                            break;
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "event stream failed; reconnecting");
-                            break;
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot subscribe to the master; keeping the last records")
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(delay) => {}
-            _ = shutdown.cancelled() => return,
-        }
-        delay = (delay * 2).min(Duration::from_secs(5));
+    tokio::select! {
+        _ = master.follow_events(tx) => {}
+        _ = shutdown.cancelled() => {}
     }
 }
 

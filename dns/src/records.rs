@@ -38,13 +38,6 @@ pub struct Cluster {
     pub leader: Option<(IpAddr, u16)>,
 }
 
-/// `slave(1)@10.0.0.1:5051` → 10.0.0.1.
-fn pid_ip(pid: &str) -> Option<IpAddr> {
-    let hostport = pid.rsplit('@').next()?;
-    let host = hostport.rsplit_once(':').map_or(hostport, |(h, _)| h);
-    host.trim_matches(|c| c == '[' || c == ']').parse().ok()
-}
-
 fn task_entry(t: &operator::Task) -> TaskEntry {
     let ports = RoleResources::from_wire(&t.resources)
         .map(|r| {
@@ -187,7 +180,7 @@ impl Cluster {
 
     fn add_agent(&mut self, a: &operator::Agent) {
         let info = &a.agent_info;
-        let ip = info.hostname.parse().ok().or_else(|| pid_ip(&a.pid));
+        let ip = a.ip();
         self.agents.insert(
             info.id.clone(),
             AgentEntry {

@@ -4,6 +4,7 @@
 //! `Write`s returned and sends the calls.
 
 use crate::app::AppDefinition;
+use basalt_api::discovery;
 use basalt_api::scheduler::Offer;
 use basalt_api::task::{CommandInfo, Environment, Label, Labels, Variable};
 use basalt_api::{Ranges, Resources, RoleResources, TaskId, TaskInfo, TaskState, TaskStatus};
@@ -938,6 +939,7 @@ fn task_info(
     host_ports: &[u64],
 ) -> TaskInfo {
     let def = &a.def;
+    let service_ports = &a.service_ports;
     let mut vars: Vec<Variable> = def
         .env
         .iter()
@@ -1002,11 +1004,16 @@ fn task_info(
     let discovery_ports: Vec<Value> = defs
         .iter()
         .zip(host_ports)
-        .map(|(d, p)| {
+        .enumerate()
+        .map(|(i, (d, p))| {
             let mut v =
                 json!({"number": p, "protocol": d.protocol.split(',').next().unwrap_or("tcp")});
             if let Some(n) = &d.name {
                 v["name"] = json!(n);
+            }
+            if let Some(sp) = service_ports.get(i) {
+                v["labels"] = json!({"labels": [
+                    {"key": discovery::SERVICE_PORT_LABEL, "value": sp.to_string()}]});
             }
             v
         })
@@ -1023,7 +1030,9 @@ fn task_info(
         labels: (!labels.is_empty()).then_some(Labels { labels }),
         discovery: Some(
             json!({"visibility": "FRAMEWORK", "name": task_name(&def.id),
-                               "ports": {"ports": discovery_ports}}),
+                   "version": def.version,
+                   "labels": {"labels": [{"key": discovery::APP_ID_LABEL, "value": def.id}]},
+                   "ports": {"ports": discovery_ports}}),
         ),
         data: None,
     }

@@ -100,6 +100,7 @@ async fn dns_follows_tasks_and_forwards_other_names() {
         "--dns-http-port",
         "0",
         "--no-init",
+        "--no-lb",
         "--dns-upstream",
         &format!("127.0.0.1:{up_port}"),
         "--allocation-interval",

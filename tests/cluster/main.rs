@@ -4,6 +4,7 @@
 mod dns;
 mod harness;
 mod init;
+mod lb;
 
 use basalt_api::TaskState;
 use basalt_api::scheduler::{Call, CallType, Reconcile};
@@ -473,9 +474,24 @@ async fn basalt_up_serves_a_cluster_and_recovers_it_on_the_same_data_dir() {
         "0".into(),
         "--init-port".into(),
         "0".into(),
+        "--lb-http-port".into(),
+        "0".into(),
+        "--lb-stats-port".into(),
+        "0".into(),
+        "--lb-app-id-port".into(),
+        "0".into(),
     ];
     let mut p = Proc::spawn(&args, &ready, &dir.join("up.log"));
     let url = p.ready("master").await;
+    let lb_stats = p.ready("lb_stats").await;
+    let health = reqwest::get(format!("{lb_stats}/_haproxy_health_check"))
+        .await
+        .expect("lb health");
+    assert_eq!(
+        health.status().as_u16(),
+        200,
+        "the load balancer is one of up's roles"
+    );
     let out = Command::new(bin())
         .args(["run", "--url", &url, "--", "echo", "hi"])
         .output()

@@ -1,0 +1,480 @@
+//! basalt-lb: the edge load balancer, on pingora.
+//!
+//! Owns: the routing table built from the master's event stream (marathon-lb's `HAPROXY_*`
+//! labels, service ports, task health), HTTP proxying by virtual host, path prefix,
+//! `X-Marathon-App-Id` and service port, TCP service ports, its own active health checks and
+//! passive ejection, and the operator endpoints (stats, routes, Prometheus).
+//! Never: writes a config file, reloads or restarts to apply a change, asks init or the
+//! master anything but the event stream, or lets one app's bad labels stop another's updates.
+
+pub mod labels;
+mod ops;
+pub mod proxy;
+pub mod table;
+mod tcp;
+
+use crate::labels::{Filter, Mode};
+use crate::proxy::{Front, Proxy};
+use crate::table::{Builder, Table, View};
+use arc_swap::ArcSwap;
+use basalt_api::{Client, operator};
+use pingora_core::apps::{HttpServerOptions, ServerApp};
+use pingora_core::protocols::GetSocketDigest;
+use pingora_core::protocols::SocketDigest;
+use pingora_core::protocols::l4::stream::Stream as L4Stream;
+use pingora_core::server::configuration::ServerConf;
+use pingora_proxy::HttpProxy;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LbError {
+    #[error("cannot listen on {addr} for {what}: {source}")]
+    Bind {
+        what: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// What an operator sets.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// HTTP vhosts and path prefixes (marathon-lb's port 80).
+    pub http_listen: SocketAddr,
+    /// Routing by `X-Marathon-App-Id` (9091).
+    pub app_id_listen: SocketAddr,
+    /// Stats, routes, health, metrics (9090).
+    pub ops_listen: SocketAddr,
+    /// Address service ports bind to unless `HAPROXY_{n}_BIND_ADDR` says otherwise.
+    pub service_bind: IpAddr,
+    /// `--group`: which `HAPROXY_GROUP`s this load balancer serves (`*` = all).
+    pub groups: Vec<String>,
+    /// `--strict-mode`: only ports with `HAPROXY_{n}_ENABLED=true`.
+    pub strict: bool,
+    pub connect_timeout: Duration,
+    /// Longest wait for a backend's next bytes (HAProxy's `timeout server`).
+    pub backend_timeout: Duration,
+    /// Idle pooled upstream connections are closed after this.
+    pub idle_timeout: Duration,
+    /// Interval of the LB's own TCP checks of every backend.
+    pub check_interval: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let any = IpAddr::from([0, 0, 0, 0]);
+        Config {
+            http_listen: SocketAddr::new(any, 80),
+            app_id_listen: SocketAddr::new(any, 9091),
+            ops_listen: SocketAddr::new(any, 9090),
+            service_bind: any,
+            groups: vec!["external".into()],
+            strict: false,
+            connect_timeout: Duration::from_secs(3),
+            backend_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+            check_interval: Duration::from_secs(2),
+        }
+    }
+}
+
+pub struct Deps {
+    pub master: Client,
+    pub shutdown: CancellationToken,
+}
+
+pub struct Running {
+    pub http_addr: SocketAddr,
+    pub app_id_addr: SocketAddr,
+    pub ops_addr: SocketAddr,
+    pub tasks: TaskTracker,
+}
+
+impl Running {
+    /// Waits for every task after the shutdown token was cancelled.
+    pub async fn wait(self) {
+        self.tasks.wait().await;
+    }
+}
+
+fn clock() -> &'static tokio::time::Instant {
+    static START: OnceLock<tokio::time::Instant> = OnceLock::new();
+    START.get_or_init(tokio::time::Instant::now)
+}
+
+/// Microseconds on the process' monotonic clock.
+pub(crate) fn now_us() -> u64 {
+    clock().elapsed().as_micros() as u64
+}
+
+pub(crate) fn now_ms() -> u64 {
+    now_us() / 1000
+}
+
+/// State the operator endpoints read.
+pub(crate) struct Shared {
+    pub table: Arc<ArcSwap<Table>>,
+    pub config: Arc<Config>,
+    /// Service ports that could not be bound, with why.
+    pub listener_errors: Mutex<BTreeMap<u16, String>>,
+    pub updates: std::sync::atomic::AtomicU64,
+}
+
+/// Binds a listening socket the way a proxy wants it (address reuse, deep backlog).
+fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let sock = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    sock.set_reuse_address(true)?;
+    sock.set_nonblocking(true)?;
+    sock.bind(&addr.into())?;
+    sock.listen(4096)?;
+    TcpListener::from_std(sock.into())
+}
+
+type App = Arc<HttpProxy<Proxy>>;
+
+fn http_app(front: Front, shared: &Shared) -> App {
+    let conf = Arc::new(ServerConf::default());
+    let mut app = pingora_proxy::http_proxy(
+        &conf,
+        Proxy {
+            front,
+            table: shared.table.clone(),
+            config: shared.config.clone(),
+        },
+    );
+    let mut opts = HttpServerOptions::default();
+    opts.h2c = true;
+    app.server_options = Some(opts);
+    Arc::new(app)
+}
+
+/// Hands one accepted connection to pingora, keep-alive requests included.
+async fn serve_http_conn(
+    sock: tokio::net::TcpStream,
+    peer: SocketAddr,
+    app: App,
+    shutdown: watch::Receiver<bool>,
+) {
+    let _ = sock.set_nodelay(true);
+    let local = sock.local_addr().ok();
+    let mut s = L4Stream::from(sock);
+    let digest = SocketDigest::from_raw_fd(s.as_raw_fd());
+    let _ = digest.peer_addr.set(Some(peer.into()));
+    let _ = digest.local_addr.set(local.map(Into::into));
+    s.set_socket_digest(digest);
+    let mut next = app.process_new(Box::new(s), &shutdown).await;
+    while let Some(s) = next {
+        next = app.process_new(s, &shutdown).await;
+    }
+}
+
+enum Handler {
+    Http(App),
+    Tcp { port: u16 },
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    handler: Handler,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+    conns: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.cancelled() => return,
+        };
+        match accepted {
+            Ok((sock, peer)) => match &handler {
+                Handler::Http(app) => {
+                    tokio::spawn(serve_http_conn(sock, peer, app.clone(), conns.clone()));
+                }
+                Handler::Tcp { port } => {
+                    let _ = sock.set_nodelay(true);
+                    tokio::spawn(tcp::serve_conn(
+                        sock,
+                        peer,
+                        *port,
+                        shared.table.clone(),
+                        shared.config.clone(),
+                    ));
+                }
+            },
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning on the error.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// The service-port listeners that exist, started and stopped as the table changes.
+struct Listeners {
+    running: HashMap<u16, (Mode, IpAddr, CancellationToken)>,
+    shared: Arc<Shared>,
+    conns: watch::Receiver<bool>,
+    tracker: TaskTracker,
+    shutdown: CancellationToken,
+    reserved: Vec<u16>,
+}
+
+impl Listeners {
+    fn sync(&mut self, table: &Table) {
+        let mut errors = BTreeMap::new();
+        let wanted: HashMap<u16, (Mode, IpAddr)> = table
+            .service_ports
+            .iter()
+            .map(|(p, pool)| {
+                (
+                    *p,
+                    (
+                        pool.spec.mode,
+                        pool.spec
+                            .bind_addr
+                            .unwrap_or(self.shared.config.service_bind),
+                    ),
+                )
+            })
+            .collect();
+        self.running.retain(|port, (mode, ip, stop)| {
+            let keep = wanted.get(port) == Some(&(*mode, *ip));
+            if !keep {
+                stop.cancel();
+            }
+            keep
+        });
+        for (port, (mode, ip)) in wanted {
+            if self.running.contains_key(&port) {
+                continue;
+            }
+            if self.reserved.contains(&port) {
+                errors.insert(port, "the load balancer's own port".to_owned());
+                continue;
+            }
+            let addr = SocketAddr::new(ip, port);
+            let listener = match bind(addr) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::warn!(port, error = %e, "cannot bind service port");
+                    errors.insert(port, e.to_string());
+                    continue;
+                }
+            };
+            let stop = self.shutdown.child_token();
+            let handler = match mode {
+                Mode::Http => Handler::Http(http_app(Front::ServicePort(port), &self.shared)),
+                Mode::Tcp => Handler::Tcp { port },
+            };
+            self.tracker.spawn(accept_loop(
+                listener,
+                handler,
+                self.shared.clone(),
+                stop.clone(),
+                self.conns.clone(),
+            ));
+            tracing::info!(port, ?mode, %ip, "service port listening");
+            self.running.insert(port, (mode, ip, stop));
+        }
+        if let Ok(mut e) = self.shared.listener_errors.lock() {
+            *e = errors;
+        }
+    }
+}
+
+/// Starts the load balancer: binds its fixed ports, then follows the master.
+pub async fn serve(config: Config, deps: Deps) -> Result<Running, LbError> {
+    let bind_fixed = |what, addr| bind(addr).map_err(|source| LbError::Bind { what, addr, source });
+    let http = bind_fixed("HTTP vhosts", config.http_listen)?;
+    let app_id = bind_fixed("X-Marathon-App-Id routing", config.app_id_listen)?;
+    let ops = bind_fixed("stats and operator API", config.ops_listen)?;
+    let local = |l: &TcpListener, fallback| l.local_addr().unwrap_or(fallback);
+    let http_addr = local(&http, config.http_listen);
+    let app_id_addr = local(&app_id, config.app_id_listen);
+    let ops_addr = local(&ops, config.ops_listen);
+    tracing::info!(http = %http_addr, app_id = %app_id_addr, ops = %ops_addr, groups = ?config.groups, "lb listening");
+
+    let filter = Filter {
+        groups: config.groups.clone(),
+        strict: config.strict,
+    };
+    let shared = Arc::new(Shared {
+        table: Arc::new(ArcSwap::from_pointee(Table::default())),
+        config: Arc::new(config),
+        listener_errors: Mutex::new(BTreeMap::new()),
+        updates: Default::default(),
+    });
+    let tasks = TaskTracker::new();
+    let shutdown = deps.shutdown.clone();
+    // In-flight connections keep going when a listener stops; only a full shutdown ends them.
+    let (conns_tx, conns) = watch::channel(false);
+    {
+        let sd = shutdown.clone();
+        tasks.spawn(async move {
+            sd.cancelled().await;
+            let _ = conns_tx.send(true);
+        });
+    }
+    for (listener, front) in [(http, Front::Vhost), (app_id, Front::AppId)] {
+        tasks.spawn(accept_loop(
+            listener,
+            Handler::Http(http_app(front, &shared)),
+            shared.clone(),
+            shutdown.clone(),
+            conns.clone(),
+        ));
+    }
+    let router = ops::router(shared.clone());
+    let sd = shutdown.clone();
+    tasks.spawn(async move {
+        let r = axum::serve(ops, router)
+            .with_graceful_shutdown(async move { sd.cancelled().await })
+            .await;
+        if let Err(e) = r {
+            tracing::error!(error = %e, "lb operator server failed");
+        }
+    });
+
+    let (tx, rx) = mpsc::unbounded_channel();
+    let master = deps.master;
+    let sd = shutdown.clone();
+    tasks.spawn(async move {
+        tokio::select! {
+            _ = master.follow_events(tx) => {}
+            _ = sd.cancelled() => {}
+        }
+    });
+    let listeners = Listeners {
+        running: HashMap::new(),
+        shared: shared.clone(),
+        conns,
+        tracker: tasks.clone(),
+        shutdown: shutdown.clone(),
+        reserved: [http_addr, app_id_addr, ops_addr]
+            .iter()
+            .map(|a| a.port())
+            .collect(),
+    };
+    tasks.spawn(apply_events(
+        shared.clone(),
+        Builder::new(filter),
+        listeners,
+        rx,
+        shutdown.clone(),
+    ));
+    tasks.spawn(health_checks(shared, shutdown));
+    tasks.close();
+    Ok(Running {
+        http_addr,
+        app_id_addr,
+        ops_addr,
+        tasks,
+    })
+}
+
+/// Applies events as they come; one rebuild per burst.
+async fn apply_events(
+    shared: Arc<Shared>,
+    mut builder: Builder,
+    mut listeners: Listeners,
+    mut rx: mpsc::UnboundedReceiver<operator::Event>,
+    shutdown: CancellationToken,
+) {
+    let mut view = View::default();
+    let mut retry = tokio::time::interval(Duration::from_secs(5));
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let ev = tokio::select! {
+            e = rx.recv() => e,
+            _ = retry.tick() => {
+                // Service ports that failed to bind are tried again.
+                let failed = shared.listener_errors.lock().map(|e| !e.is_empty()).unwrap_or(false);
+                if failed {
+                    listeners.sync(&shared.table.load());
+                }
+                continue;
+            }
+            _ = shutdown.cancelled() => return,
+        };
+        let Some(ev) = ev else { return };
+        let mut changed = view.apply(&ev);
+        while let Ok(ev) = rx.try_recv() {
+            changed |= view.apply(&ev);
+        }
+        if !changed {
+            continue;
+        }
+        let table = Arc::new(builder.build(&view));
+        tracing::debug!(
+            generation = table.generation,
+            tasks = view.task_count(),
+            apps = table.apps.len(),
+            "lb routes rebuilt"
+        );
+        shared.table.store(table.clone());
+        shared.updates.fetch_add(1, Ordering::Relaxed);
+        listeners.sync(&table);
+    }
+}
+
+/// The LB's own view of its backends: a TCP connect to each, every `check_interval`;
+/// two failures in a row take a backend out until a connect succeeds again.
+async fn health_checks(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let every = shared.config.check_interval;
+    let timeout = every.min(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let table = shared.table.load_full();
+        let mut seen = std::collections::HashSet::new();
+        let mut checks = tokio::task::JoinSet::new();
+        for pool in table
+            .service_ports
+            .values()
+            .chain(table.by_app_id.values())
+            .chain(table.paths.iter())
+            .chain(table.vhosts.values().flatten())
+        {
+            for b in &pool.backends {
+                if !seen.insert(b.addr) {
+                    continue;
+                }
+                let b = b.clone();
+                checks.spawn(async move {
+                    let ok = matches!(
+                        tokio::time::timeout(timeout, tokio::net::TcpStream::connect(b.addr)).await,
+                        Ok(Ok(_))
+                    );
+                    let st = &b.state;
+                    if ok {
+                        st.check_failures_in_row.store(0, Ordering::Relaxed);
+                        if st.check_down.swap(false, Ordering::Relaxed) {
+                            tracing::info!(backend = %b.addr, task = %b.task_id, "backend check passes again");
+                        }
+                    } else if st.check_failures_in_row.fetch_add(1, Ordering::Relaxed) + 1 >= 2
+                        && !st.check_down.swap(true, Ordering::Relaxed)
+                    {
+                        tracing::warn!(backend = %b.addr, task = %b.task_id, "backend failed its checks; out of rotation");
+                    }
+                });
+            }
+        }
+        while checks.join_next().await.is_some() {}
+    }
+}

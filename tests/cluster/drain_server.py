@@ -1,0 +1,46 @@
+"""A test backend that behaves like a well-written service: on SIGTERM it keeps serving for
+a short drain window, then exits. Usage: drain_server.py PORT [DRAIN_SECONDS].
+
+The body names the version ($VERSION) and the task ($MESOS_TASK_ID), and echoes the
+X-Forwarded-For header so tests can tell HTTP from TCP proxying."""
+import http.server
+import os
+import signal
+import sys
+import threading
+import time
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):
+        body = "{} {} xff={}\n".format(
+            os.environ.get("VERSION", "v0"),
+            os.environ.get("MESOS_TASK_ID", "?"),
+            self.headers.get("X-Forwarded-For", "-"),
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def main():
+    port = int(sys.argv[1])
+    drain = float(sys.argv[2]) if len(sys.argv) > 2 else 0.5
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    srv.daemon_threads = True
+
+    def on_term(*_):
+        threading.Thread(target=lambda: (time.sleep(drain), os._exit(0)), daemon=True).start()
+
+    signal.signal(signal.SIGTERM, on_term)
+    srv.serve_forever()
+
+
+main()

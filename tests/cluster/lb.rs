@@ -1,0 +1,572 @@
+//! The load balancer in a real `basalt up`: real app instances (Python HTTP servers that
+//! drain on SIGTERM), deployed through init's Marathon API, reached through the LB by a
+//! client that counts every response.
+
+use crate::harness::*;
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+const DRAIN_SERVER: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../tests/cluster/drain_server.py"
+);
+
+struct Up {
+    proc: Proc,
+    dir: PathBuf,
+    init: String,
+    lb_http: String,
+    lb_app_id: String,
+    lb_stats: String,
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        self.proc.kill9();
+        kill_processes_under(&self.dir);
+    }
+}
+
+/// `basalt up` with every role but DNS on free ports; its agent offers `ports` (tests that
+/// run at the same time must not share host ports).
+async fn up(name: &str, ports: &str) -> Up {
+    let dir = temp_dir(name);
+    let ready = dir.join("up.ready");
+    let args: Vec<String> = [
+        "up",
+        "--data-dir",
+        &dir.join("data").display().to_string(),
+        "--master-port",
+        "0",
+        "--agent-port",
+        "0",
+        "--no-dns",
+        "--init-port",
+        "0",
+        "--lb-http-port",
+        "0",
+        "--lb-stats-port",
+        "0",
+        "--lb-app-id-port",
+        "0",
+        "--allocation-interval",
+        "50ms",
+        "--kill-grace-period",
+        "2s",
+        "--resources",
+        &format!("cpus:8;mem:8192;disk:100;ports:[{ports}]"),
+        "--ready-file",
+        &ready.display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let proc = Proc::spawn(&args, &ready, &dir.join("up.log"));
+    let init = proc.ready("init").await;
+    let lb_http = proc.ready("lb_http").await;
+    let lb_app_id = proc.ready("lb_app_id").await;
+    let lb_stats = proc.ready("lb_stats").await;
+    Up {
+        proc,
+        dir,
+        init,
+        lb_http,
+        lb_app_id,
+        lb_stats,
+    }
+}
+
+fn app(id: &str, instances: u64, service_port: u16, labels: Value) -> Value {
+    json!({
+        "id": id,
+        "cmd": format!("exec python3 {DRAIN_SERVER} $PORT0 0.5"),
+        "cpus": 0.05, "mem": 32, "instances": instances,
+        "portDefinitions": [{"port": service_port, "name": "http"}],
+        "labels": labels,
+        "env": {"VERSION": "v0"},
+        "healthChecks": [{"protocol": "MESOS_HTTP", "path": "/", "portIndex": 0, "delaySeconds": 0,
+                          "gracePeriodSeconds": 15, "intervalSeconds": 1, "timeoutSeconds": 2,
+                          "maxConsecutiveFailures": 3}],
+    })
+}
+
+async fn send(method: reqwest::Method, url: &str, body: Value) -> (u16, Value) {
+    let r = reqwest::Client::new()
+        .request(method, url)
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+async fn deploy(init: &str, def: Value) {
+    let id = def["id"].as_str().expect("id").to_owned();
+    let (status, body) = send(
+        reqwest::Method::PUT,
+        &format!("{init}/v2/apps{id}?force=true"),
+        def,
+    )
+    .await;
+    assert!(status == 200 || status == 201, "{status} {body}");
+}
+
+/// Waits until init has no deployment in flight.
+async fn deployed(init: &str) {
+    let url = format!("{init}/v2/deployments");
+    eventually("deployments finish", secs(90), || {
+        let url = url.clone();
+        async move {
+            let d: Value = reqwest::get(&url)
+                .await
+                .map_err(|e| e.to_string())?
+                .json()
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(d.as_array().is_some_and(|a| a.is_empty()).then_some(()))
+        }
+    })
+    .await;
+}
+
+/// The LB's pool for `app` port 0, once it has `n` backends.
+async fn pool_with(stats: &str, app: &str, n: usize) -> Value {
+    let url = format!("{stats}/stats");
+    eventually(
+        &format!("lb routes {app} to {n} instances"),
+        secs(60),
+        || {
+            let url = url.clone();
+            async move {
+                let s: Value = reqwest::get(&url)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .json()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let pool = s["pools"]
+                    .as_array()
+                    .and_then(|ps| ps.iter().find(|p| p["app_id"] == app).cloned());
+                Ok(pool.filter(|p| p["backends"].as_array().map_or(0, Vec::len) == n))
+            }
+        },
+    )
+    .await
+}
+
+async fn get_host(client: &reqwest::Client, base: &str, host: &str, path: &str) -> (u16, String) {
+    match client
+        .get(format!("{base}{path}"))
+        .header("Host", host)
+        .send()
+        .await
+    {
+        Ok(r) => {
+            let s = r.status().as_u16();
+            (s, r.text().await.unwrap_or_default())
+        }
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+/// A client that keeps `workers` requests in flight until stopped, counting every answer.
+struct Load {
+    ok: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    errors: Arc<std::sync::Mutex<Vec<String>>>,
+    handles: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(url: &str, host: &str, workers: usize) -> Load {
+        let load = Load {
+            ok: Arc::default(),
+            failed: Arc::default(),
+            stop: Arc::default(),
+            errors: Arc::default(),
+            handles: Vec::new(),
+        };
+        let mut handles = Vec::new();
+        for _ in 0..workers {
+            let (ok, failed, stop, errors) = (
+                load.ok.clone(),
+                load.failed.clone(),
+                load.stop.clone(),
+                load.errors.clone(),
+            );
+            let (url, host) = (url.to_owned(), host.to_owned());
+            handles.push(tokio::spawn(async move {
+                let client = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .expect("client");
+                while !stop.load(Ordering::Relaxed) {
+                    let (status, body) = get_host(&client, &url, &host, "/").await;
+                    if status == 200 {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        if let Ok(mut e) = errors.lock()
+                            && e.len() < 10
+                        {
+                            e.push(format!("{status} {body}"));
+                        }
+                    }
+                }
+            }));
+        }
+        Load { handles, ..load }
+    }
+
+    fn counts(&self) -> (u64, u64) {
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+
+    async fn stop(self) -> (u64, u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        for h in self.handles {
+            let _ = h.await;
+        }
+        let errors = self.errors.lock().map(|e| e.clone()).unwrap_or_default();
+        (
+            self.ok.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+            errors,
+        )
+    }
+}
+
+/// The pid of the drain server listening on `port`.
+fn server_pid(port: u16) -> Option<i32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        (cmd.contains("drain_server.py") && cmd.contains(&format!(" {port} "))).then_some(pid)
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lb_rolling_upgrades_and_a_killed_backend_under_load() {
+    let u = up("lb-roll", "33000-33199").await;
+    let labels = json!({"HAPROXY_GROUP": "external", "HAPROXY_0_VHOST": "web.test"});
+    let mut def = app("/web", 3, 10601, labels);
+    deploy(&u.init, def.clone()).await;
+    deployed(&u.init).await;
+    pool_with(&u.lb_stats, "/web", 3).await;
+
+    let load = Load::start(&u.lb_http, "web.test", 4);
+    for v in 1..=10 {
+        def["env"]["VERSION"] = json!(format!("v{v}"));
+        deploy(&u.init, def.clone()).await;
+        deployed(&u.init).await;
+    }
+    // The LB converges on the last version only.
+    let client = reqwest::Client::new();
+    eventually("only v10 answers", secs(30), || {
+        let (client, base) = (client.clone(), u.lb_http.clone());
+        async move {
+            let mut all = true;
+            for _ in 0..9 {
+                let (_, body) = get_host(&client, &base, "web.test", "/").await;
+                all &= body.starts_with("v10 ");
+            }
+            Ok(all.then_some(()))
+        }
+    })
+    .await;
+    let (ok, failed) = load.counts();
+    eprintln!("ten rolling upgrades under load: {ok} answered, {failed} failed");
+    assert_eq!(
+        failed,
+        0,
+        "errors: {:?}",
+        load.errors.lock().map(|e| e.clone())
+    );
+    assert!(ok > 200, "the load ran for the whole test: {ok}");
+
+    // kill -9 one instance: only requests in flight to it at that instant may fail (at most
+    // one per worker, 4 here); every later request's connect is refused and retried once on
+    // another instance.
+    let pool = pool_with(&u.lb_stats, "/web", 3).await;
+    let victim: u16 = pool["backends"][0]["address"]
+        .as_str()
+        .and_then(|a| a.rsplit(':').next())
+        .and_then(|p| p.parse().ok())
+        .expect("backend port");
+    let victim_task = pool["backends"][0]["task_id"]
+        .as_str()
+        .expect("task id")
+        .to_owned();
+    let pid = server_pid(victim).expect("victim pid");
+    let (ok_before, failed_before) = load.counts();
+    // SAFETY: kill(2) on a test backend we found by its command line.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+    }
+    // init replaces it; the LB routes to the replacement once it is healthy.
+    tokio::time::timeout(secs(60), async {
+        loop {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let s: Value = reqwest::get(format!("{}/stats", u.lb_stats))
+                .await
+                .expect("stats")
+                .json()
+                .await
+                .expect("json");
+            let tasks: Vec<String> = s["pools"][0]["backends"]
+                .as_array()
+                .map(|bs| {
+                    bs.iter()
+                        .filter_map(|b| b["task_id"].as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            if tasks.len() == 3 && !tasks.contains(&victim_task) {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the killed instance is replaced in the LB");
+    let (ok_after, failed_after) = load.counts();
+    let (ok_total, failed_total, errors) = load.stop().await;
+    eprintln!(
+        "kill -9 of one of three instances: {} answered, {} failed meanwhile ({ok_total} / {failed_total} in all)",
+        ok_after - ok_before,
+        failed_after - failed_before
+    );
+    assert!(
+        failed_after - failed_before <= 4,
+        "more failures than requests in flight: {errors:?}"
+    );
+    assert!(ok_after > ok_before);
+}
+
+fn raw_request(addr: &str, request: &[u8]) -> String {
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let _ = s.write_all(request);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lb_routes_vhosts_paths_app_ids_tcp_and_follows_scaling() {
+    let u = up("lb-routes", "33200-33399").await;
+    let ext = |extra: Value| {
+        let mut l = json!({"HAPROXY_GROUP": "external"});
+        if let (Some(l), Some(e)) = (l.as_object_mut(), extra.as_object()) {
+            l.extend(e.clone());
+        }
+        l
+    };
+    deploy(
+        &u.init,
+        app(
+            "/site",
+            1,
+            10701,
+            ext(json!({"HAPROXY_0_VHOST": "site.test,www.site.test"})),
+        ),
+    )
+    .await;
+    deploy(
+        &u.init,
+        app(
+            "/site-api",
+            1,
+            10702,
+            ext(json!({"HAPROXY_0_VHOST": "site.test", "HAPROXY_0_PATH": "/api"})),
+        ),
+    )
+    .await;
+    deploy(
+        &u.init,
+        app("/docs", 1, 10703, ext(json!({"HAPROXY_0_PATH": "/docs"}))),
+    )
+    .await;
+    deploy(
+        &u.init,
+        app("/raw", 1, 10704, ext(json!({"HAPROXY_0_MODE": "tcp"}))),
+    )
+    .await;
+    deploy(
+        &u.init,
+        app(
+            "/private",
+            1,
+            10705,
+            json!({"HAPROXY_GROUP": "internal", "HAPROXY_0_VHOST": "private.test"}),
+        ),
+    )
+    .await;
+    deploy(
+        &u.init,
+        app("/typo", 1, 10706, ext(json!({"HAPROXY_0_MODE": "quic"}))),
+    )
+    .await;
+    deployed(&u.init).await;
+    for a in ["/site", "/site-api", "/docs", "/raw"] {
+        pool_with(&u.lb_stats, a, 1).await;
+    }
+
+    let client = reqwest::Client::new();
+    let lb = &u.lb_http;
+    let who = |body: &str| body.split_whitespace().nth(1).unwrap_or("").to_owned();
+    let (s, body) = get_host(&client, lb, "site.test", "/").await;
+    assert_eq!(s, 200);
+    assert!(who(&body).starts_with("site."), "{body}");
+    assert!(
+        !body.contains("xff=-"),
+        "HTTP mode adds X-Forwarded-For: {body}"
+    );
+    let (_, body) = get_host(&client, lb, "WWW.Site.Test:80", "/x").await;
+    assert!(
+        who(&body).starts_with("site."),
+        "comma list, any case, port ignored: {body}"
+    );
+    let (_, body) = get_host(&client, lb, "site.test", "/api/users").await;
+    assert!(
+        who(&body).starts_with("site-api."),
+        "longest path prefix wins: {body}"
+    );
+    let (_, body) = get_host(&client, lb, "anything.test", "/docs/intro").await;
+    assert!(who(&body).starts_with("docs."), "path-only route: {body}");
+    let (s, body) = get_host(&client, lb, "private.test", "/").await;
+    assert_eq!(s, 503, "another group's app is not exposed: {body}");
+    let (s, _) = get_host(&client, lb, "nobody.test", "/").await;
+    assert_eq!(s, 503);
+
+    // X-Marathon-App-Id on 9091.
+    let r = client
+        .get(format!("{}/", u.lb_app_id))
+        .header("X-Marathon-App-Id", "/site-api")
+        .send()
+        .await
+        .expect("app id request");
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.text().await.unwrap_or_default().contains("site-api."));
+
+    // Service ports: HTTP mode and TCP mode (bytes through untouched: no X-Forwarded-For).
+    let (s, body) = get_host(&client, "http://127.0.0.1:10701", "x", "/").await;
+    assert_eq!(s, 200, "{body}");
+    let raw = raw_request("127.0.0.1:10704", b"GET / HTTP/1.0\r\nHost: raw\r\n\r\n");
+    assert!(
+        raw.starts_with("HTTP/1.0 200") || raw.starts_with("HTTP/1.1 200"),
+        "{raw}"
+    );
+    assert!(
+        raw.contains("xff=-"),
+        "TCP mode does not touch the bytes: {raw}"
+    );
+    assert!(
+        std::net::TcpStream::connect("127.0.0.1:10705").is_err(),
+        "internal group"
+    );
+
+    // A bad label is reported for its app, and nothing else is held back.
+    let stats: Value = reqwest::get(format!("{}/stats", u.lb_stats))
+        .await
+        .expect("stats")
+        .json()
+        .await
+        .expect("json");
+    let typo = stats["apps"]
+        .as_array()
+        .and_then(|a| a.iter().find(|a| a["id"] == "/typo").cloned())
+        .expect("typo app in stats");
+    assert!(
+        typo["problems"][0]
+            .as_str()
+            .unwrap_or("")
+            .contains("HAPROXY_0_MODE"),
+        "{typo}"
+    );
+
+    // Bad input: garbage, huge headers, and slow clients do not hurt anyone else.
+    let http_addr = lb.trim_start_matches("http://").to_owned();
+    let garbage = raw_request(&http_addr, b"NOT HTTP AT ALL\r\n\r\n");
+    assert!(
+        garbage.is_empty() || garbage.starts_with("HTTP/1.1 400"),
+        "{garbage}"
+    );
+    let mut huge = b"GET / HTTP/1.1\r\nHost: site.test\r\nX-Big: ".to_vec();
+    huge.extend(std::iter::repeat_n(b'a', 2 << 20));
+    huge.extend(b"\r\n\r\n");
+    let big = raw_request(&http_addr, &huge);
+    assert!(
+        !big.starts_with("HTTP/1.1 200"),
+        "a 2 MiB header is refused"
+    );
+    let slow: Vec<std::net::TcpStream> = (0..200)
+        .filter_map(|_| {
+            let mut s = std::net::TcpStream::connect(&http_addr).ok()?;
+            s.write_all(b"GET / HTTP/1.1\r\nHost: site.test\r\nX-Slow: ")
+                .ok()?;
+            Some(s)
+        })
+        .collect();
+    assert_eq!(slow.len(), 200);
+    let (s, _) = get_host(&client, lb, "site.test", "/").await;
+    assert_eq!(s, 200, "served while 200 slowloris connections hang");
+    drop(slow);
+
+    // Scaling 1 -> 10 -> 1 is followed, and round-robin reaches every instance.
+    let (s, body) = send(
+        reqwest::Method::PATCH,
+        &format!("{}/v2/apps/site", u.init),
+        json!({"instances": 10}),
+    )
+    .await;
+    assert!(s == 200, "{s} {body}");
+    pool_with(&u.lb_stats, "/site", 10).await;
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..40 {
+        let (_, body) = get_host(&client, lb, "site.test", "/").await;
+        seen.insert(who(&body));
+    }
+    assert_eq!(seen.len(), 10, "every instance gets traffic: {seen:?}");
+    let (s, body) = send(
+        reqwest::Method::PATCH,
+        &format!("{}/v2/apps/site", u.init),
+        json!({"instances": 1}),
+    )
+    .await;
+    assert!(s == 200, "{s} {body}");
+    pool_with(&u.lb_stats, "/site", 1).await;
+    let (s, _) = get_host(&client, lb, "site.test", "/").await;
+    assert_eq!(s, 200);
+
+    let metrics = reqwest::get(format!("{}/metrics", u.lb_stats))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("basalt_lb_backend_requests_total{backend=\"site_10701\""),
+        "{metrics}"
+    );
+    let routes: Value = reqwest::get(format!("{}/routes", u.lb_stats))
+        .await
+        .expect("routes")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        routes["vhosts"]["site.test"][0]["backend"], "site-api_10702",
+        "{routes}"
+    );
+}
