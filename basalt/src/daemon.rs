@@ -350,6 +350,9 @@ pub(crate) struct LbArgs {
     ip: String,
     #[arg(long)]
     ready_file: Option<PathBuf>,
+    /// Worker threads of the proxy [default: one per core].
+    #[arg(long)]
+    pub(crate) threads: Option<usize>,
     #[command(flatten)]
     lb: LbFlags,
 }

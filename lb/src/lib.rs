@@ -18,15 +18,13 @@ use crate::proxy::{Front, Proxy};
 use crate::table::{Builder, Table, View};
 use arc_swap::ArcSwap;
 use basalt_api::{Client, operator};
-use pingora_core::apps::{HttpServerOptions, ServerApp};
-use pingora_core::protocols::GetSocketDigest;
-use pingora_core::protocols::SocketDigest;
-use pingora_core::protocols::l4::stream::Stream as L4Stream;
+use pingora_core::apps::HttpServerOptions;
+use pingora_core::server::Fds;
 use pingora_core::server::configuration::ServerConf;
-use pingora_proxy::HttpProxy;
+use pingora_core::services::Service as _;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd;
+use std::os::fd::IntoRawFd;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -130,7 +128,7 @@ pub(crate) struct Shared {
 }
 
 /// Binds a listening socket the way a proxy wants it (address reuse, deep backlog).
-fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let sock = socket2::Socket::new(
         socket2::Domain::for_address(addr),
         socket2::Type::STREAM,
@@ -140,58 +138,60 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     sock.set_nonblocking(true)?;
     sock.bind(&addr.into())?;
     sock.listen(4096)?;
-    TcpListener::from_std(sock.into())
+    Ok(sock.into())
 }
 
-type App = Arc<HttpProxy<Proxy>>;
-
-fn http_app(front: Front, shared: &Shared) -> App {
+/// Serves HTTP on an already bound listener with pingora's own accept path (its buffered
+/// streams coalesce a response's header and body into one write), until `stop` flips.
+/// Binding here rather than in pingora keeps a taken port an error we report, not a panic.
+fn spawn_http(
+    listener: std::net::TcpListener,
+    front: Front,
+    shared: &Shared,
+    stop: watch::Receiver<bool>,
+    tracker: &TaskTracker,
+) -> std::io::Result<()> {
+    let addr = listener.local_addr()?.to_string();
     let conf = Arc::new(ServerConf::default());
-    let mut app = pingora_proxy::http_proxy(
+    let mut svc = pingora_proxy::http_proxy_service_with_name(
         &conf,
         Proxy {
             front,
             table: shared.table.clone(),
             config: shared.config.clone(),
         },
+        "basalt-lb",
     );
-    let mut opts = HttpServerOptions::default();
-    opts.h2c = true;
-    app.server_options = Some(opts);
-    Arc::new(app)
-}
-
-/// Hands one accepted connection to pingora, keep-alive requests included.
-async fn serve_http_conn(
-    sock: tokio::net::TcpStream,
-    peer: SocketAddr,
-    app: App,
-    shutdown: watch::Receiver<bool>,
-) {
-    let _ = sock.set_nodelay(true);
-    let local = sock.local_addr().ok();
-    let mut s = L4Stream::from(sock);
-    let digest = SocketDigest::from_raw_fd(s.as_raw_fd());
-    let _ = digest.peer_addr.set(Some(peer.into()));
-    let _ = digest.local_addr.set(local.map(Into::into));
-    s.set_socket_digest(digest);
-    let mut next = app.process_new(Box::new(s), &shutdown).await;
-    while let Some(s) = next {
-        next = app.process_new(s, &shutdown).await;
+    if let Some(app) = svc.app_logic_mut() {
+        let mut opts = HttpServerOptions::default();
+        opts.h2c = true;
+        app.server_options = Some(opts);
     }
+    svc.add_tcp(&addr);
+    let mut fds = Fds::new();
+    fds.add(addr, listener.into_raw_fd());
+    let fds = Arc::new(parking_lot::Mutex::new(fds));
+    tracker.spawn(async move {
+        svc.start_service(Some(fds), stop, 1).await;
+    });
+    Ok(())
 }
 
-enum Handler {
-    Http(App),
-    Tcp { port: u16 },
+/// A watch that flips to true when `token` is cancelled (pingora's shutdown signal).
+fn watch_of(token: CancellationToken, tracker: &TaskTracker) -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tracker.spawn(async move {
+        token.cancelled().await;
+        let _ = tx.send(true);
+    });
+    rx
 }
 
-async fn accept_loop(
+async fn tcp_accept_loop(
     listener: TcpListener,
-    handler: Handler,
+    port: u16,
     shared: Arc<Shared>,
     stop: CancellationToken,
-    conns: watch::Receiver<bool>,
 ) {
     loop {
         let accepted = tokio::select! {
@@ -199,21 +199,16 @@ async fn accept_loop(
             _ = stop.cancelled() => return,
         };
         match accepted {
-            Ok((sock, peer)) => match &handler {
-                Handler::Http(app) => {
-                    tokio::spawn(serve_http_conn(sock, peer, app.clone(), conns.clone()));
-                }
-                Handler::Tcp { port } => {
-                    let _ = sock.set_nodelay(true);
-                    tokio::spawn(tcp::serve_conn(
-                        sock,
-                        peer,
-                        *port,
-                        shared.table.clone(),
-                        shared.config.clone(),
-                    ));
-                }
-            },
+            Ok((sock, peer)) => {
+                let _ = sock.set_nodelay(true);
+                tokio::spawn(tcp::serve_conn(
+                    sock,
+                    peer,
+                    port,
+                    shared.table.clone(),
+                    shared.config.clone(),
+                ));
+            }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning on the error.
                 tracing::warn!(error = %e, "accept failed");
@@ -227,7 +222,6 @@ async fn accept_loop(
 struct Listeners {
     running: HashMap<u16, (Mode, IpAddr, CancellationToken)>,
     shared: Arc<Shared>,
-    conns: watch::Receiver<bool>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
     reserved: Vec<u16>,
@@ -276,17 +270,23 @@ impl Listeners {
                 }
             };
             let stop = self.shutdown.child_token();
-            let handler = match mode {
-                Mode::Http => Handler::Http(http_app(Front::ServicePort(port), &self.shared)),
-                Mode::Tcp => Handler::Tcp { port },
+            let started = match mode {
+                Mode::Http => spawn_http(
+                    listener,
+                    Front::ServicePort(port),
+                    &self.shared,
+                    watch_of(stop.clone(), &self.tracker),
+                    &self.tracker,
+                ),
+                Mode::Tcp => TcpListener::from_std(listener).map(|l| {
+                    self.tracker
+                        .spawn(tcp_accept_loop(l, port, self.shared.clone(), stop.clone()));
+                }),
             };
-            self.tracker.spawn(accept_loop(
-                listener,
-                handler,
-                self.shared.clone(),
-                stop.clone(),
-                self.conns.clone(),
-            ));
+            if let Err(e) = started {
+                errors.insert(port, e.to_string());
+                continue;
+            }
             tracing::info!(port, ?mode, %ip, "service port listening");
             self.running.insert(port, (mode, ip, stop));
         }
@@ -302,7 +302,7 @@ pub async fn serve(config: Config, deps: Deps) -> Result<Running, LbError> {
     let http = bind_fixed("HTTP vhosts", config.http_listen)?;
     let app_id = bind_fixed("X-Marathon-App-Id routing", config.app_id_listen)?;
     let ops = bind_fixed("stats and operator API", config.ops_listen)?;
-    let local = |l: &TcpListener, fallback| l.local_addr().unwrap_or(fallback);
+    let local = |l: &std::net::TcpListener, fallback| l.local_addr().unwrap_or(fallback);
     let http_addr = local(&http, config.http_listen);
     let app_id_addr = local(&app_id, config.app_id_listen);
     let ops_addr = local(&ops, config.ops_listen);
@@ -320,24 +320,28 @@ pub async fn serve(config: Config, deps: Deps) -> Result<Running, LbError> {
     });
     let tasks = TaskTracker::new();
     let shutdown = deps.shutdown.clone();
-    // In-flight connections keep going when a listener stops; only a full shutdown ends them.
-    let (conns_tx, conns) = watch::channel(false);
-    {
-        let sd = shutdown.clone();
-        tasks.spawn(async move {
-            sd.cancelled().await;
-            let _ = conns_tx.send(true);
-        });
-    }
-    for (listener, front) in [(http, Front::Vhost), (app_id, Front::AppId)] {
-        tasks.spawn(accept_loop(
+    for (listener, front, addr) in [
+        (http, Front::Vhost, http_addr),
+        (app_id, Front::AppId, app_id_addr),
+    ] {
+        spawn_http(
             listener,
-            Handler::Http(http_app(front, &shared)),
-            shared.clone(),
-            shutdown.clone(),
-            conns.clone(),
-        ));
+            front,
+            &shared,
+            watch_of(shutdown.clone(), &tasks),
+            &tasks,
+        )
+        .map_err(|source| LbError::Bind {
+            what: "HTTP",
+            addr,
+            source,
+        })?;
     }
+    let ops = TcpListener::from_std(ops).map_err(|source| LbError::Bind {
+        what: "stats and operator API",
+        addr: ops_addr,
+        source,
+    })?;
     let router = ops::router(shared.clone());
     let sd = shutdown.clone();
     tasks.spawn(async move {
@@ -361,7 +365,6 @@ pub async fn serve(config: Config, deps: Deps) -> Result<Running, LbError> {
     let listeners = Listeners {
         running: HashMap::new(),
         shared: shared.clone(),
-        conns,
         tracker: tasks.clone(),
         shutdown: shutdown.clone(),
         reserved: [http_addr, app_id_addr, ops_addr]

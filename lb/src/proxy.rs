@@ -271,8 +271,11 @@ impl ProxyHttp for Proxy {
     ) -> Box<Error> {
         let mut e = e.more_context(format!("backend {peer}"));
         if let Some(b) = ctx.release() {
-            b.state.failed(now_ms());
-            b.state.errors.fetch_add(1, Ordering::Relaxed);
+            // A pooled connection the backend had closed is routine, not a sign of trouble.
+            if !client_reused {
+                b.state.failed(now_ms());
+                b.state.errors.fetch_add(1, Ordering::Relaxed);
+            }
         }
         if !session.req_header().method.is_idempotent() || session.as_ref().retry_buffer_truncated()
         {

@@ -1,0 +1,207 @@
+//! Backend churn driver for `bench/lb_churn.sh`: changes which backends serve an app at a
+//! fixed rate, either through the master (Basalt's LB follows the event stream) or the way
+//! marathon-lb drove HAProxy (rewrite haproxy.cfg, then ask the master-worker to reload).
+//!
+//! Of the given backend ports, half serve at any time; each change takes the oldest out and
+//! puts a resting one in, so every change both adds and removes a backend.
+//!
+//! `basalt MASTER_URL PORTS CHANGES_PER_MIN SECONDS`
+//! `haproxy CFG_PATH MASTER_PID LISTEN_PORT PORTS CHANGES_PER_MIN SECONDS`
+//! `haproxy-cfg CFG_PATH LISTEN_PORT PORTS` (writes the starting configuration)
+#![allow(clippy::disallowed_types, clippy::print_stdout)]
+
+use anyhow::{Context, Result, anyhow};
+use basalt_api::agent::{AgentInfo, AgentTask, RegisterAgent, StatusUpdateMessage};
+use basalt_api::task::{CommandInfo, Label, Labels, TaskLaunch};
+use basalt_api::{
+    AgentId, Client, FrameworkId, RoleResources, TaskId, TaskInfo, TaskState, TaskStatus,
+};
+use serde_json::json;
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+fn task(id: &TaskId, port: u16) -> Result<TaskInfo> {
+    let res = RoleResources::parse(&format!("cpus:0.1;mem:32;ports:[{port}-{port}]"))?.to_wire();
+    let mut t = TaskInfo::command(
+        "churn",
+        id.clone(),
+        AgentId::new("pending"),
+        res,
+        CommandInfo {
+            value: Some("true".into()),
+            shell: true,
+            ..Default::default()
+        },
+    );
+    t.labels = Some(Labels {
+        labels: [
+            ("HAPROXY_GROUP", "external"),
+            ("HAPROXY_0_VHOST", "bench.local"),
+        ]
+        .iter()
+        .map(|(k, v)| Label {
+            key: (*k).into(),
+            value: Some((*v).into()),
+        })
+        .collect(),
+    });
+    t.health_check = Some(json!({"type": "HTTP", "http": {"port": port, "path": "/"}}));
+    t.discovery = Some(
+        json!({"visibility": "FRAMEWORK", "name": "churn", "version": "1",
+        "labels": {"labels": [{"key": "MARATHON_APP_ID", "value": "/churn"}]},
+        "ports": {"ports": [{"number": port, "protocol": "tcp"}]}}),
+    );
+    Ok(t)
+}
+
+fn ports(s: &str) -> Result<Vec<u16>> {
+    s.split(',')
+        .map(|p| p.trim().parse().context("a port"))
+        .collect()
+}
+
+/// marathon-lb's HAProxy setup: master-worker, listeners handed over the stats socket.
+fn haproxy_cfg(sock: &std::path::Path, listen: u16, serving: &VecDeque<u16>) -> String {
+    let mut cfg = format!(
+        "global\n  nbthread 1\n  maxconn 4096\n  stats socket {} mode 600 expose-fd listeners level admin\n\
+         defaults\n  mode http\n  option forwardfor\n  http-reuse always\n  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n\
+         frontend f\n  bind 127.0.0.1:{listen}\n  default_backend b\nbackend b\n  balance roundrobin\n",
+        sock.display()
+    );
+    for p in serving {
+        cfg.push_str(&format!("  server s{p} 127.0.0.1:{p}\n"));
+    }
+    cfg
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mode = args.first().context("basalt|haproxy")?.as_str();
+    if mode == "haproxy-cfg" {
+        // `haproxy-cfg CFG_PATH LISTEN_PORT PORTS`: the starting configuration.
+        let cfg = std::path::PathBuf::from(args.get(1).context("CFG_PATH")?);
+        let ps = ports(args.get(3).context("PORTS")?)?;
+        let serving: VecDeque<u16> = ps[..ps.len() / 2].iter().copied().collect();
+        std::fs::write(
+            &cfg,
+            haproxy_cfg(&cfg.with_extension("sock"), args[2].parse()?, &serving),
+        )?;
+        return Ok(());
+    }
+    let (ports, per_min, secs) = match mode {
+        "basalt" => (
+            ports(&args[2])?,
+            args[3].parse::<u32>()?,
+            args[4].parse::<u64>()?,
+        ),
+        "haproxy" => (
+            ports(&args[4])?,
+            args[5].parse::<u32>()?,
+            args[6].parse::<u64>()?,
+        ),
+        other => anyhow::bail!("unknown mode {other}"),
+    };
+    let every = Duration::from_secs_f64(60.0 / f64::from(per_min.max(1)));
+    let half = ports.len() / 2;
+    let mut serving: VecDeque<u16> = ports[..half].iter().copied().collect();
+    let mut resting: VecDeque<u16> = ports[half..].iter().copied().collect();
+    let end = Instant::now() + Duration::from_secs(secs);
+    let mut changes = 0u64;
+    match mode {
+        "basalt" => {
+            let client = Client::with_timeout(&args[1], Duration::from_secs(30));
+            let fw = FrameworkId::new("lb-churn-bench");
+            let run = std::process::id();
+            let id = |p: u16| TaskId::new(format!("churn.{run}.{p}"));
+            let mut tasks = Vec::new();
+            for &p in &ports {
+                let mut st = TaskStatus::new(id(p), TaskState::Running, 1.0);
+                st.healthy = Some(serving.contains(&p));
+                tasks.push(AgentTask {
+                    launch: TaskLaunch {
+                        framework_id: fw.clone(),
+                        framework_name: "bench".into(),
+                        role: "*".into(),
+                        task: task(&id(p), p)?,
+                    },
+                    status: st,
+                });
+            }
+            let reply = client
+                .register_agent(&RegisterAgent {
+                    agent_id: None,
+                    info: AgentInfo {
+                        hostname: "127.0.0.1".into(),
+                        port: 5051,
+                        url: "http://127.0.0.1:5051".into(),
+                        resources: RoleResources::parse("cpus:64;mem:65536;ports:[1024-65535]")?
+                            .to_wire(),
+                        attributes: Default::default(),
+                        version: "bench".into(),
+                        isolation: "none: simulated".into(),
+                    },
+                    tasks,
+                })
+                .await
+                .map_err(|e| anyhow!("register: {e}"))?;
+            let agent = reply.agent_id;
+            let health = |p: u16, healthy: bool| {
+                let mut s = TaskStatus::new(id(p), TaskState::Running, 1.0);
+                s.healthy = Some(healthy);
+                s.agent_id = Some(agent.clone());
+                StatusUpdateMessage {
+                    framework_id: fw.clone(),
+                    status: s,
+                }
+            };
+            let mut next = Instant::now() + every;
+            while Instant::now() < end {
+                tokio::time::sleep_until(next.into()).await;
+                next += every;
+                let (Some(out), Some(inn)) = (serving.pop_front(), resting.pop_front()) else {
+                    break;
+                };
+                client
+                    .send_status(&agent, &health(inn, true))
+                    .await
+                    .map_err(|e| anyhow!("status: {e}"))?;
+                client
+                    .send_status(&agent, &health(out, false))
+                    .await
+                    .map_err(|e| anyhow!("status: {e}"))?;
+                serving.push_back(inn);
+                resting.push_back(out);
+                changes += 1;
+            }
+        }
+        _ => {
+            let cfg = std::path::PathBuf::from(&args[1]);
+            let pid: i32 = args[2].parse()?;
+            let listen: u16 = args[3].parse()?;
+            let mut next = Instant::now() + every;
+            while Instant::now() < end {
+                tokio::time::sleep_until(next.into()).await;
+                next += every;
+                let (Some(out), Some(inn)) = (serving.pop_front(), resting.pop_front()) else {
+                    break;
+                };
+                serving.push_back(inn);
+                resting.push_back(out);
+                let tmp = cfg.with_extension("tmp");
+                std::fs::write(
+                    &tmp,
+                    haproxy_cfg(&cfg.with_extension("sock"), listen, &serving),
+                )?;
+                std::fs::rename(&tmp, &cfg)?;
+                // SAFETY: kill(2) asking HAProxy's master process to reload (SIGUSR2).
+                unsafe {
+                    libc::kill(pid, libc::SIGUSR2);
+                }
+                changes += 1;
+            }
+        }
+    }
+    println!("{mode}: {changes} backend changes in {secs} s");
+    Ok(())
+}
