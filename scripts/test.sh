@@ -8,6 +8,9 @@ need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(gcc)
 # pingora (the load balancer) builds zlib-ng with cmake.
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
+# The load balancer's TLS and HTTP/2 test: a self-signed certificate and a real client.
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 # DNS tests ask with real dig and forward to a real dnsmasq.
 command -v dig >/dev/null 2>&1 || need_apt+=(bind9-dnsutils)
 command -v dnsmasq >/dev/null 2>&1 || need_apt+=(dnsmasq)

@@ -74,6 +74,13 @@ fn haproxy_cfg(sock: &std::path::Path, listen: u16, serving: &VecDeque<u16>) -> 
     cfg
 }
 
+/// Status updates from an agent carry a unique id (the master acknowledges by it).
+fn uuid_seq() -> u128 {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    (u128::from(std::process::id()) << 64)
+        | u128::from(N.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -150,6 +157,7 @@ async fn main() -> Result<()> {
                 let mut s = TaskStatus::new(id(p), TaskState::Running, 1.0);
                 s.healthy = Some(healthy);
                 s.agent_id = Some(agent.clone());
+                s.uuid = Some(format!("{:032x}", uuid_seq()));
                 StatusUpdateMessage {
                     framework_id: fw.clone(),
                     status: s,

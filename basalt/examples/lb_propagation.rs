@@ -119,6 +119,13 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// Status updates from an agent carry a unique id (the master acknowledges by it).
+fn uuid_seq() -> u128 {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    (u128::from(std::process::id()) << 64)
+        | u128::from(N.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -198,6 +205,7 @@ async fn main() -> Result<()> {
         let mut s = TaskStatus::new(id.clone(), state, 1.0);
         s.healthy = healthy;
         s.agent_id = Some(agent.clone());
+        s.uuid = Some(format!("{:032x}", uuid_seq()));
         StatusUpdateMessage {
             framework_id: fw.clone(),
             status: s,

@@ -303,13 +303,22 @@ pub(crate) struct LbFlags {
     /// Expose only ports labelled `HAPROXY_{n}_ENABLED=true` (marathon-lb's --strict-mode).
     #[arg(long)]
     lb_strict_mode: bool,
+    /// PEM certificate chain for HTTPS vhosts (with --lb-tls-key); no HTTPS without it.
+    #[arg(long, requires = "lb_tls_key")]
+    lb_tls_cert: Option<PathBuf>,
+    /// PEM private key of --lb-tls-cert.
+    #[arg(long, requires = "lb_tls_cert")]
+    lb_tls_key: Option<PathBuf>,
+    /// Port of HTTPS vhosts [default: 9443 in `basalt up`, 443 for `basalt lb`].
+    #[arg(long)]
+    lb_https_port: Option<u16>,
     /// Run no load balancer.
     #[arg(long)]
     no_lb: bool,
 }
 
 impl LbFlags {
-    fn config(&self, ip: &str, default_http: u16) -> Result<basalt_lb::Config> {
+    fn config(&self, ip: &str, default_http: u16, default_https: u16) -> Result<basalt_lb::Config> {
         let ip: std::net::IpAddr = ip
             .parse()
             .with_context(|| format!("--ip {ip} is not an IP address"))?;
@@ -321,6 +330,14 @@ impl LbFlags {
             service_bind: ip,
             groups: self.lb_groups.clone(),
             strict: self.lb_strict_mode,
+            tls: match (&self.lb_tls_cert, &self.lb_tls_key) {
+                (Some(cert), Some(key)) => Some(basalt_lb::TlsConfig {
+                    listen: at(self.lb_https_port.unwrap_or(default_https)),
+                    cert: cert.display().to_string(),
+                    key: key.display().to_string(),
+                }),
+                _ => None,
+            },
             ..Default::default()
         })
     }
@@ -359,6 +376,7 @@ pub(crate) struct LbArgs {
 
 fn lb_ready(r: &basalt_lb::Running) -> serde_json::Value {
     serde_json::json!({"lb_http": format!("http://{}", r.http_addr),
+        "lb_https": r.https_addr.map(|a| format!("https://{a}")),
         "lb_app_id": format!("http://{}", r.app_id_addr),
         "lb_stats": format!("http://{}", r.ops_addr)})
 }
@@ -367,7 +385,7 @@ pub(crate) async fn lb(a: LbArgs) -> Result<()> {
     let token = CancellationToken::new();
     shutdown_on_signals(token.clone());
     let master = a.master.trim_end_matches('/').to_owned();
-    let running = start_lb(a.lb.config(&a.ip, 80)?, &master, &token).await?;
+    let running = start_lb(a.lb.config(&a.ip, 80, 443)?, &master, &token).await?;
     write_ready(&a.ready_file, lb_ready(&running))?;
     eprintln!(
         "load balancer for {master}: vhosts http://{}, X-Marathon-App-Id http://{}, stats http://{}/stats",
@@ -602,7 +620,7 @@ pub(crate) async fn up(a: UpArgs) -> Result<()> {
     let lb = if a.lb.no_lb {
         None
     } else {
-        Some(start_lb(a.lb.config(&a.ip, 9080)?, &master_url, &token).await?)
+        Some(start_lb(a.lb.config(&a.ip, 9080, 9443)?, &master_url, &token).await?)
     };
     let init_url = init
         .as_ref()

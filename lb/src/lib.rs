@@ -35,6 +35,12 @@ use tokio_util::task::TaskTracker;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LbError {
+    #[error("TLS certificate {cert} / key {key}: {reason}")]
+    Tls {
+        cert: String,
+        key: String,
+        reason: String,
+    },
     #[error("cannot listen on {addr} for {what}: {source}")]
     Bind {
         what: &'static str,
@@ -65,6 +71,35 @@ pub struct Config {
     pub idle_timeout: Duration,
     /// Interval of the LB's own TCP checks of every backend.
     pub check_interval: Duration,
+    /// HTTPS vhosts (443), terminated here with this PEM certificate chain and key.
+    pub tls: Option<TlsConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub listen: SocketAddr,
+    pub cert: String,
+    pub key: String,
+}
+
+impl TlsConfig {
+    /// Loads the pair once up front: pingora panics on files it cannot use.
+    fn check(&self) -> Result<(), LbError> {
+        let err = |reason: String| LbError::Tls {
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            reason,
+        };
+        let (certs, key) = pingora_core::tls::load_certs_and_key_files(&self.cert, &self.key)
+            .map_err(|e| err(e.to_string()))?
+            .ok_or_else(|| err("no certificate or no private key in the files".into()))?;
+        pingora_core::tls::install_default_crypto_provider();
+        pingora_core::tls::ServerConfig::builder()
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .map_err(|e| err(e.to_string()))?;
+        Ok(())
+    }
 }
 
 impl Default for Config {
@@ -81,6 +116,7 @@ impl Default for Config {
             backend_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(60),
             check_interval: Duration::from_secs(2),
+            tls: None,
         }
     }
 }
@@ -92,6 +128,7 @@ pub struct Deps {
 
 pub struct Running {
     pub http_addr: SocketAddr,
+    pub https_addr: Option<SocketAddr>,
     pub app_id_addr: SocketAddr,
     pub ops_addr: SocketAddr,
     pub tasks: TaskTracker,
@@ -147,6 +184,7 @@ fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 fn spawn_http(
     listener: std::net::TcpListener,
     front: Front,
+    tls: Option<&TlsConfig>,
     shared: &Shared,
     stop: watch::Receiver<bool>,
     tracker: &TaskTracker,
@@ -167,7 +205,16 @@ fn spawn_http(
         opts.h2c = true;
         app.server_options = Some(opts);
     }
-    svc.add_tcp(&addr);
+    match tls {
+        None => svc.add_tcp(&addr),
+        Some(t) => {
+            let mut settings =
+                pingora_core::listeners::tls::TlsSettings::intermediate(&t.cert, &t.key)
+                    .map_err(std::io::Error::other)?;
+            settings.enable_h2();
+            svc.add_tls_with_settings(&addr, None, settings);
+        }
+    }
     let mut fds = Fds::new();
     fds.add(addr, listener.into_raw_fd());
     let fds = Arc::new(parking_lot::Mutex::new(fds));
@@ -274,6 +321,7 @@ impl Listeners {
                 Mode::Http => spawn_http(
                     listener,
                     Front::ServicePort(port),
+                    None,
                     &self.shared,
                     watch_of(stop.clone(), &self.tracker),
                     &self.tracker,
@@ -299,6 +347,13 @@ impl Listeners {
 /// Starts the load balancer: binds its fixed ports, then follows the master.
 pub async fn serve(config: Config, deps: Deps) -> Result<Running, LbError> {
     let bind_fixed = |what, addr| bind(addr).map_err(|source| LbError::Bind { what, addr, source });
+    if let Some(t) = &config.tls {
+        t.check()?;
+    }
+    let https = match &config.tls {
+        Some(t) => Some((bind_fixed("HTTPS vhosts", t.listen)?, t.clone())),
+        None => None,
+    };
     let http = bind_fixed("HTTP vhosts", config.http_listen)?;
     let app_id = bind_fixed("X-Marathon-App-Id routing", config.app_id_listen)?;
     let ops = bind_fixed("stats and operator API", config.ops_listen)?;
@@ -320,13 +375,21 @@ pub async fn serve(config: Config, deps: Deps) -> Result<Running, LbError> {
     });
     let tasks = TaskTracker::new();
     let shutdown = deps.shutdown.clone();
-    for (listener, front, addr) in [
-        (http, Front::Vhost, http_addr),
-        (app_id, Front::AppId, app_id_addr),
-    ] {
+    let mut https_addr = None;
+    let mut fixed = vec![
+        (http, Front::Vhost, http_addr, None),
+        (app_id, Front::AppId, app_id_addr, None),
+    ];
+    if let Some((l, t)) = https {
+        let addr = l.local_addr().unwrap_or(t.listen);
+        https_addr = Some(addr);
+        fixed.push((l, Front::Vhost, addr, Some(t)));
+    }
+    for (listener, front, addr, tls) in fixed {
         spawn_http(
             listener,
             front,
+            tls.as_ref(),
             &shared,
             watch_of(shutdown.clone(), &tasks),
             &tasks,
@@ -367,10 +430,16 @@ pub async fn serve(config: Config, deps: Deps) -> Result<Running, LbError> {
         shared: shared.clone(),
         tracker: tasks.clone(),
         shutdown: shutdown.clone(),
-        reserved: [http_addr, app_id_addr, ops_addr]
-            .iter()
-            .map(|a| a.port())
-            .collect(),
+        reserved: [
+            Some(http_addr),
+            Some(app_id_addr),
+            Some(ops_addr),
+            https_addr,
+        ]
+        .iter()
+        .flatten()
+        .map(|a| a.port())
+        .collect(),
     };
     tasks.spawn(apply_events(
         shared.clone(),
@@ -383,6 +452,7 @@ pub async fn serve(config: Config, deps: Deps) -> Result<Running, LbError> {
     tasks.close();
     Ok(Running {
         http_addr,
+        https_addr,
         app_id_addr,
         ops_addr,
         tasks,

@@ -236,7 +236,8 @@ impl ProxyHttp for Proxy {
         {
             req.insert_header("x-forwarded-port", port.to_string())?;
         }
-        req.insert_header("x-forwarded-proto", "http")?;
+        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        req.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
         Ok(())
     }
 

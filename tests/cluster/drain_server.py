@@ -15,6 +15,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_GET(self):
+        if self.headers.get("Upgrade"):
+            # Enough of an upgrade for a proxy test: 101, then echo raw bytes both ways.
+            self.send_response(101)
+            self.send_header("Upgrade", self.headers.get("Upgrade"))
+            self.send_header("Connection", "Upgrade")
+            self.end_headers()
+            self.wfile.flush()
+            while True:
+                data = self.connection.recv(4096)
+                if not data:
+                    break
+                self.connection.sendall(data)
+            self.close_connection = True
+            return
         body = "{} {} xff={}\n".format(
             os.environ.get("VERSION", "v0"),
             os.environ.get("MESOS_TASK_ID", "?"),

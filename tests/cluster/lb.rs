@@ -34,9 +34,13 @@ impl Drop for Up {
 /// `basalt up` with every role but DNS on free ports; its agent offers `ports` (tests that
 /// run at the same time must not share host ports).
 async fn up(name: &str, ports: &str) -> Up {
+    up_with(name, ports, &[]).await
+}
+
+async fn up_with(name: &str, ports: &str, extra: &[String]) -> Up {
     let dir = temp_dir(name);
     let ready = dir.join("up.ready");
-    let args: Vec<String> = [
+    let mut args: Vec<String> = [
         "up",
         "--data-dir",
         &dir.join("data").display().to_string(),
@@ -65,6 +69,7 @@ async fn up(name: &str, ports: &str) -> Up {
     .iter()
     .map(|s| s.to_string())
     .collect();
+    args.extend(extra.iter().cloned());
     let proc = Proc::spawn(&args, &ready, &dir.join("up.log"));
     let init = proc.ready("init").await;
     let lb_http = proc.ready("lb_http").await;
@@ -569,4 +574,217 @@ async fn lb_routes_vhosts_paths_app_ids_tcp_and_follows_scaling() {
         routes["vhosts"]["site.test"][0]["backend"], "site-api_10702",
         "{routes}"
     );
+}
+
+fn curl(args: &[&str]) -> (String, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "10"])
+        .args(args)
+        .output()
+        .expect("curl");
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lb_terminates_tls_speaks_h2_upgrades_and_keeps_sessions_sticky() {
+    let dir = temp_dir("lb-tls-certs");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let st = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=secure.test",
+            "-addext",
+            "subjectAltName=DNS:secure.test",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+
+    // A certificate that is not one: `basalt lb` refuses to start, in one readable line.
+    let bad = std::process::Command::new(bin())
+        .args([
+            "lb",
+            "--ip",
+            "127.0.0.1",
+            "--lb-http-port",
+            "0",
+            "--lb-stats-port",
+            "0",
+            "--lb-app-id-port",
+            "0",
+            "--lb-https-port",
+            "0",
+            "--lb-tls-key",
+        ])
+        .arg(&key)
+        .arg("--lb-tls-cert")
+        .arg(&key)
+        .output()
+        .expect("basalt lb");
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("TLS certificate"), "{err}");
+
+    let tls_args: Vec<String> = vec![
+        "--lb-tls-cert".into(),
+        cert.display().to_string(),
+        "--lb-tls-key".into(),
+        key.display().to_string(),
+        "--lb-https-port".into(),
+        "0".into(),
+    ];
+    let u = up_with("lb-tls", "33400-33599", &tls_args).await;
+    let https = u.proc.ready("lb_https").await;
+    let labels = json!({"HAPROXY_GROUP": "external", "HAPROXY_0_VHOST": "secure.test",
+                        "HAPROXY_0_REDIRECT_TO_HTTPS": "true", "HAPROXY_0_STICKY": "true"});
+    deploy(&u.init, app("/secure", 3, 10801, labels)).await;
+    deployed(&u.init).await;
+    pool_with(&u.lb_stats, "/secure", 3).await;
+    let https_port = https.rsplit(':').next().unwrap_or("0").to_owned();
+    let resolve = format!("secure.test:{https_port}:127.0.0.1");
+    let url = format!("https://secure.test:{https_port}/");
+
+    // TLS terminated with the configured certificate, HTTP/2 by ALPN.
+    let (out, err) = curl(&[
+        "--cacert",
+        &cert.display().to_string(),
+        "--resolve",
+        &resolve,
+        "--http2",
+        "-w",
+        "\n%{http_code} %{http_version}",
+        &url,
+    ]);
+    assert!(out.ends_with("200 2"), "{out} {err}");
+    assert!(out.starts_with("v0 secure."), "{out}");
+    // HTTP/1.1 over TLS too.
+    let (out, _) = curl(&[
+        "--cacert",
+        &cert.display().to_string(),
+        "--resolve",
+        &resolve,
+        "--http1.1",
+        "-w",
+        "\n%{http_code} %{http_version}",
+        &url,
+    ]);
+    assert!(out.ends_with("200 1.1"), "{out}");
+    // Plain HTTP to a REDIRECT_TO_HTTPS app is sent to https.
+    let (out, _) = curl(&[
+        "-H",
+        "Host: secure.test",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{redirect_url}",
+        &format!("{}/a?b=1", u.lb_http),
+    ]);
+    assert_eq!(out, "301 https://secure.test/a?b=1");
+    // h2c (prior knowledge) on the plain port, to an app without the redirect.
+    deploy(
+        &u.init,
+        app(
+            "/plain",
+            1,
+            10802,
+            json!({"HAPROXY_GROUP": "external", "HAPROXY_0_VHOST": "plain.test"}),
+        ),
+    )
+    .await;
+    deployed(&u.init).await;
+    pool_with(&u.lb_stats, "/plain", 1).await;
+    let (out, err) = curl(&[
+        "--http2-prior-knowledge",
+        "-H",
+        "Host: plain.test",
+        "-w",
+        "\n%{http_version}",
+        &format!("{}/", u.lb_http),
+    ]);
+    assert!(
+        out.ends_with("\n2") && out.starts_with("v0 plain."),
+        "{out} {err}"
+    );
+
+    // Sticky sessions: the cookie from the first answer pins every later request.
+    let (out, _) = curl(&[
+        "--cacert",
+        &cert.display().to_string(),
+        "--resolve",
+        &resolve,
+        "-D",
+        "-",
+        &url,
+    ]);
+    let cookie = out
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("set-cookie:")
+                .then(|| l[11..].trim().to_owned())
+        })
+        .and_then(|c| c.split(';').next().map(str::to_owned))
+        .expect("a sticky cookie");
+    assert!(cookie.starts_with("mesosphere_server_id="), "{cookie}");
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..9 {
+        let (out, _) = curl(&[
+            "--cacert",
+            &cert.display().to_string(),
+            "--resolve",
+            &resolve,
+            "-H",
+            &format!("Cookie: {cookie}"),
+            &url,
+        ]);
+        seen.insert(out.split_whitespace().nth(1).unwrap_or("").to_owned());
+    }
+    assert_eq!(
+        seen.len(),
+        1,
+        "one instance behind a sticky cookie: {seen:?}"
+    );
+
+    // An upgraded connection (WebSocket-style) is spliced both ways after the 101.
+    let addr = u.lb_http.trim_start_matches("http://").to_owned();
+    let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    s.write_all(b"GET /ws HTTP/1.1\r\nHost: plain.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        .expect("upgrade request");
+    let mut buf = vec![0u8; 4096];
+    let mut got = Vec::new();
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut buf).expect("101");
+        assert!(n > 0, "closed before the 101");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&got).into_owned();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    s.write_all(b"hello through the proxy").expect("frame");
+    let mut echo = Vec::new();
+    while echo.len() < 23 {
+        let n = s.read(&mut buf).expect("echo");
+        assert!(n > 0, "closed before the echo");
+        echo.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(&echo[..], b"hello through the proxy");
 }
