@@ -26,7 +26,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Start a working single-node cluster (master + agent) in this process.
-    Up(daemon::UpArgs),
+    Up(Box<daemon::UpArgs>),
     /// Run a master.
     Master(daemon::MasterArgs),
     /// Run an agent that joins a master.
@@ -96,7 +96,7 @@ fn main() {
     };
     let code = rt.block_on(async move {
         let r = match cli.cmd {
-            Cmd::Up(a) => daemon::up(a).await.map(|()| 0),
+            Cmd::Up(a) => daemon::up(*a).await.map(|()| 0),
             Cmd::Master(a) => daemon::master(a).await.map(|()| 0),
             Cmd::Agent(a) => daemon::agent(a).await.map(|()| 0),
             Cmd::Dns(a) => daemon::dns(a).await.map(|()| 0),
