@@ -165,6 +165,9 @@ async fn main() -> Result<()> {
             };
             let mut next = Instant::now() + every;
             while Instant::now() < end {
+                if next > end {
+                    break;
+                }
                 tokio::time::sleep_until(next.into()).await;
                 next += every;
                 let (Some(out), Some(inn)) = (serving.pop_front(), resting.pop_front()) else {
@@ -189,6 +192,9 @@ async fn main() -> Result<()> {
             let listen: u16 = args[3].parse()?;
             let mut next = Instant::now() + every;
             while Instant::now() < end {
+                if next > end {
+                    break;
+                }
                 tokio::time::sleep_until(next.into()).await;
                 next += every;
                 let (Some(out), Some(inn)) = (serving.pop_front(), resting.pop_front()) else {

@@ -367,7 +367,7 @@ pub(crate) struct LbArgs {
     ip: String,
     #[arg(long)]
     ready_file: Option<PathBuf>,
-    /// Worker threads of the proxy [default: one per core].
+    /// Proxy threads, each a single-threaded runtime [default: one per core].
     #[arg(long)]
     pub(crate) threads: Option<usize>,
     #[command(flatten)]
@@ -385,7 +385,11 @@ pub(crate) async fn lb(a: LbArgs) -> Result<()> {
     let token = CancellationToken::new();
     shutdown_on_signals(token.clone());
     let master = a.master.trim_end_matches('/').to_owned();
-    let running = start_lb(a.lb.config(&a.ip, 80, 443)?, &master, &token).await?;
+    let mut cfg = a.lb.config(&a.ip, 80, 443)?;
+    cfg.threads = a
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let running = start_lb(cfg, &master, &token).await?;
     write_ready(&a.ready_file, lb_ready(&running))?;
     eprintln!(
         "load balancer for {master}: vhosts http://{}, X-Marathon-App-Id http://{}, stats http://{}/stats",

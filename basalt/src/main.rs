@@ -81,12 +81,12 @@ fn main() {
         Cmd::Up(_) | Cmd::Master(_) | Cmd::Agent(_) | Cmd::Dns(_) | Cmd::Init(_) | Cmd::Lb(_)
     );
     init_logging(daemon);
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Cmd::Lb(a) = &cli.cmd
-        && let Some(n) = a.threads
-    {
-        builder.worker_threads(n.max(1));
-    }
+    let mut builder = match &cli.cmd {
+        // The load balancer's proxy threads are its own single-threaded runtimes; with one
+        // proxy thread this is it. Either way no request pays for a cross-thread wake-up.
+        Cmd::Lb(_) => tokio::runtime::Builder::new_current_thread(),
+        _ => tokio::runtime::Builder::new_multi_thread(),
+    };
     let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

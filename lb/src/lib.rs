@@ -7,6 +7,7 @@
 //! Never: writes a config file, reloads or restarts to apply a change, asks init or the
 //! master anything but the event stream, or lets one app's bad labels stop another's updates.
 
+mod fast;
 pub mod labels;
 mod ops;
 pub mod proxy;
@@ -73,6 +74,10 @@ pub struct Config {
     pub check_interval: Duration,
     /// HTTPS vhosts (443), terminated here with this PEM certificate chain and key.
     pub tls: Option<TlsConfig>,
+    /// Proxy threads. 0 or 1: the caller's runtime; more: that many single-threaded
+    /// runtimes, each connection pinned to one (pingora's no-steal model), so a request
+    /// never pays for a cross-thread wake-up.
+    pub threads: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -117,6 +122,7 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(60),
             check_interval: Duration::from_secs(2),
             tls: None,
+            threads: 0,
         }
     }
 }
@@ -161,6 +167,8 @@ pub(crate) struct Shared {
     pub config: Arc<Config>,
     /// Service ports that could not be bound, with why.
     pub listener_errors: Mutex<BTreeMap<u16, String>>,
+    /// The proxy threads, when `Config::threads` > 1.
+    pub proxy_rt: Option<pingora_runtime::Runtime>,
     pub updates: std::sync::atomic::AtomicU64,
 }
 
@@ -191,20 +199,24 @@ fn spawn_http(
 ) -> std::io::Result<()> {
     let addr = listener.local_addr()?.to_string();
     let conf = Arc::new(ServerConf::default());
-    let mut svc = pingora_proxy::http_proxy_service_with_name(
-        &conf,
-        Proxy {
-            front,
-            table: shared.table.clone(),
-            config: shared.config.clone(),
+    let router = || Proxy {
+        front,
+        table: shared.table.clone(),
+        config: shared.config.clone(),
+    };
+    let mut opts = HttpServerOptions::default();
+    opts.h2c = true;
+    let mut h2 = pingora_proxy::http_proxy(&conf, router());
+    h2.server_options = Some(opts.clone());
+    let mut svc = pingora_core::services::listening::Service::new(
+        "basalt-lb".into(),
+        fast::Edge {
+            h2: Arc::new(h2),
+            router: router(),
+            connector: pingora_core::connectors::http::v1::Connector::new(None),
+            options: Some(opts),
         },
-        "basalt-lb",
     );
-    if let Some(app) = svc.app_logic_mut() {
-        let mut opts = HttpServerOptions::default();
-        opts.h2c = true;
-        app.server_options = Some(opts);
-    }
     match tls {
         None => svc.add_tcp(&addr),
         Some(t) => {
@@ -218,9 +230,14 @@ fn spawn_http(
     let mut fds = Fds::new();
     fds.add(addr, listener.into_raw_fd());
     let fds = Arc::new(parking_lot::Mutex::new(fds));
-    tracker.spawn(async move {
+    let serve = async move {
         svc.start_service(Some(fds), stop, 1).await;
-    });
+    };
+    match &shared.proxy_rt {
+        // Accepted connections are spawned on a random thread of this pool.
+        Some(rt) => drop(rt.get_handle().spawn(tracker.track_future(serve))),
+        None => drop(tracker.spawn(serve)),
+    }
     Ok(())
 }
 
@@ -367,10 +384,13 @@ pub async fn serve(config: Config, deps: Deps) -> Result<Running, LbError> {
         groups: config.groups.clone(),
         strict: config.strict,
     };
+    let proxy_rt = (config.threads > 1)
+        .then(|| pingora_runtime::Runtime::new_no_steal(config.threads, "basalt-lb"));
     let shared = Arc::new(Shared {
         table: Arc::new(ArcSwap::from_pointee(Table::default())),
         config: Arc::new(config),
         listener_errors: Mutex::new(BTreeMap::new()),
+        proxy_rt,
         updates: Default::default(),
     });
     let tasks = TaskTracker::new();

@@ -6,6 +6,8 @@ use crate::{Config, now_ms, now_us};
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::Bytes;
+use http::HeaderValue;
+use pingora_core::protocols::http::ServerSession;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_core::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -50,7 +52,7 @@ impl Ctx {
     }
 }
 
-fn cookie_value<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+pub(crate) fn cookie_value<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
     req.headers
         .get_all(http::header::COOKIE)
         .iter()
@@ -79,25 +81,76 @@ fn request_host(req: &RequestHeader) -> Option<String> {
     Some(host.to_ascii_lowercase())
 }
 
-fn client_ip(session: &Session) -> Option<IpAddr> {
+pub(crate) fn client_ip(session: &ServerSession) -> Option<IpAddr> {
     session
         .client_addr()
         .and_then(|a| a.as_inet())
         .map(|a| a.ip())
 }
 
-async fn respond(session: &mut Session, code: u16, msg: &str) -> Result<bool> {
+pub(crate) fn is_tls(session: &ServerSession) -> bool {
+    session.digest().is_some_and(|d| d.ssl_digest.is_some())
+}
+
+/// A JSON error body, as every Basalt API answers.
+pub(crate) async fn respond_json(session: &mut ServerSession, code: u16, msg: &str) -> Result<()> {
     let body = Bytes::from(format!("{{\"message\":{}}}\n", serde_json::json!(msg)));
     let mut resp = ResponseHeader::build(code, Some(3))?;
     resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
-    session.write_response_header(Box::new(resp), false).await?;
-    session.write_response_body(Some(body), true).await?;
-    Ok(true)
+    session.write_response_header(Box::new(resp)).await?;
+    session.write_response_body(body, true).await?;
+    Ok(())
+}
+
+/// `HAPROXY_{n}_REDIRECT_TO_HTTPS`: a 301 to the same host and path over https.
+pub(crate) async fn redirect_https(session: &mut ServerSession) -> Result<()> {
+    let req = session.req_header();
+    let host = request_host(req).unwrap_or_default();
+    let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
+    let location = format!("https://{host}{path}");
+    let mut resp = ResponseHeader::build(301, Some(2))?;
+    resp.insert_header(http::header::LOCATION, location)?;
+    resp.insert_header(http::header::CONTENT_LENGTH, "0")?;
+    session.write_response_header(Box::new(resp)).await?;
+    session.finish_body().await
+}
+
+/// marathon-lb's HTTP backends: `option forwardfor` and X-Forwarded-Port/-Proto.
+pub(crate) fn forward_headers(session: &ServerSession, req: &mut RequestHeader) {
+    if let Some(ip) = client_ip(session) {
+        let xff = match req
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(prev) => format!("{prev}, {ip}"),
+            None => ip.to_string(),
+        };
+        let _ = req.insert_header("x-forwarded-for", xff);
+    }
+    if let Some(port) = session
+        .server_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.port())
+    {
+        let _ = req.insert_header("x-forwarded-port", port.to_string());
+    }
+    let proto = if is_tls(session) { "https" } else { "http" };
+    let _ = req.insert_header("x-forwarded-proto", HeaderValue::from_static(proto));
 }
 
 impl Proxy {
-    fn find_pool(&self, req: &RequestHeader) -> Result<Arc<Pool>, (u16, String)> {
+    pub(crate) fn peer(&self, b: &Backend) -> HttpPeer {
+        let mut peer = HttpPeer::new(b.addr, false, String::new());
+        peer.options.connection_timeout = Some(self.config.connect_timeout);
+        peer.options.read_timeout = Some(self.config.backend_timeout);
+        peer.options.write_timeout = Some(self.config.backend_timeout);
+        peer.options.idle_timeout = Some(self.config.idle_timeout);
+        peer
+    }
+
+    pub(crate) fn find_pool(&self, req: &RequestHeader) -> Result<Arc<Pool>, (u16, String)> {
         let table = self.table.load();
         match self.front {
             Front::Vhost => {
@@ -152,26 +205,19 @@ impl ProxyHttp for Proxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let pool = match self.find_pool(session.req_header()) {
             Ok(p) => p,
-            Err((code, msg)) => return respond(session, code, &msg).await,
+            Err((code, msg)) => {
+                respond_json(session.as_downstream_mut(), code, &msg).await?;
+                return Ok(true);
+            }
         };
-        if pool.spec.redirect_to_https && session.digest().is_none_or(|d| d.ssl_digest.is_none()) {
-            let req = session.req_header();
-            let host = request_host(req).unwrap_or_default();
-            let path = req.uri.path_and_query().map_or("/", |p| p.as_str());
-            let location = format!("https://{host}{path}");
-            let mut resp = ResponseHeader::build(301, Some(2))?;
-            resp.insert_header(http::header::LOCATION, location)?;
-            resp.insert_header(http::header::CONTENT_LENGTH, "0")?;
-            session.write_response_header(Box::new(resp), true).await?;
+        if pool.spec.redirect_to_https && !is_tls(session.as_downstream()) {
+            redirect_https(session.as_downstream_mut()).await?;
             return Ok(true);
         }
         if pool.backends.is_empty() {
-            return respond(
-                session,
-                503,
-                &format!("{} has no healthy instances", pool.app_id),
-            )
-            .await;
+            let msg = format!("{} has no healthy instances", pool.app_id);
+            respond_json(session.as_downstream_mut(), 503, &msg).await?;
+            return Ok(true);
         }
         ctx.pool = Some(pool);
         Ok(false)
@@ -188,7 +234,8 @@ impl ProxyHttp for Proxy {
             None
         };
         let now = now_ms();
-        let Some(b) = pool.select(&ctx.tried, sticky, client_ip(session), now) else {
+        let Some(b) = pool.select(&ctx.tried, sticky, client_ip(session.as_downstream()), now)
+        else {
             return Err(Error::explain(
                 ErrorType::HTTPStatus(503),
                 format!("{}: every instance failed", pool.app_id),
@@ -202,11 +249,7 @@ impl ProxyHttp for Proxy {
             ctx.started_us = now_us().max(1);
         }
         ctx.tried.push(b.addr);
-        let mut peer = HttpPeer::new(b.addr, false, String::new());
-        peer.options.connection_timeout = Some(self.config.connect_timeout);
-        peer.options.read_timeout = Some(self.config.backend_timeout);
-        peer.options.write_timeout = Some(self.config.backend_timeout);
-        peer.options.idle_timeout = Some(self.config.idle_timeout);
+        let peer = self.peer(&b);
         ctx.backend = Some(b);
         Ok(Box::new(peer))
     }
@@ -217,27 +260,7 @@ impl ProxyHttp for Proxy {
         req: &mut RequestHeader,
         _ctx: &mut Ctx,
     ) -> Result<()> {
-        // marathon-lb's HTTP backends: `option forwardfor` and X-Forwarded-Port/-Proto.
-        if let Some(ip) = client_ip(session) {
-            let xff = match req
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-            {
-                Some(prev) => format!("{prev}, {ip}"),
-                None => ip.to_string(),
-            };
-            req.insert_header("x-forwarded-for", xff)?;
-        }
-        if let Some(port) = session
-            .server_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.port())
-        {
-            req.insert_header("x-forwarded-port", port.to_string())?;
-        }
-        let tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
-        req.insert_header("x-forwarded-proto", if tls { "https" } else { "http" })?;
+        forward_headers(session.as_downstream(), req);
         Ok(())
     }
 
@@ -249,7 +272,7 @@ impl ProxyHttp for Proxy {
         mut e: Box<Error>,
     ) -> Box<Error> {
         if let Some(b) = ctx.release() {
-            b.state.failed(now_ms());
+            b.state.failed(now_ms(), b.addr);
             b.state.errors.fetch_add(1, Ordering::Relaxed);
         }
         // One retry, on another backend: nothing reached the backend yet, so any method
@@ -274,7 +297,7 @@ impl ProxyHttp for Proxy {
         if let Some(b) = ctx.release() {
             // A pooled connection the backend had closed is routine, not a sign of trouble.
             if !client_reused {
-                b.state.failed(now_ms());
+                b.state.failed(now_ms(), b.addr);
                 b.state.errors.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -300,6 +323,12 @@ impl ProxyHttp for Proxy {
             )?;
         }
         Ok(())
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &Ctx, _error: &Error) -> bool {
+        // A dead backend under load would log every request at ERROR; failures are counted
+        // per backend (stats, metrics) and ejections are logged once each instead.
+        true
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {

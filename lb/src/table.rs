@@ -183,12 +183,18 @@ impl BackendState {
     }
 
     /// A request or connection to this backend failed before the backend answered.
-    pub fn failed(&self, now_ms: u64) {
+    pub fn failed(&self, now_ms: u64, addr: SocketAddr) {
         let n = self.failures_in_row.fetch_add(1, Ordering::Relaxed) + 1;
         if n >= EJECT_AFTER {
             self.ejected_until_ms
                 .store(now_ms + EJECT_FOR_MS, Ordering::Relaxed);
             self.failures_in_row.store(0, Ordering::Relaxed);
+            tracing::warn!(
+                backend = %addr,
+                failures = n,
+                seconds = EJECT_FOR_MS / 1000,
+                "backend failed in a row; ejected"
+            );
         }
     }
 

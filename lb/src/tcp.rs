@@ -31,7 +31,7 @@ pub(crate) async fn serve_conn(
         match tokio::time::timeout(config.connect_timeout, TcpStream::connect(b.addr)).await {
             Ok(Ok(s)) => break (b, s),
             Ok(Err(_)) | Err(_) => {
-                b.state.failed(now_ms());
+                b.state.failed(now_ms(), b.addr);
                 b.state.errors.fetch_add(1, Ordering::Relaxed);
                 if tried.len() >= 2 {
                     return;

@@ -454,6 +454,43 @@ async fn lb_routes_vhosts_paths_app_ids_tcp_and_follows_scaling() {
     let (s, _) = get_host(&client, lb, "nobody.test", "/").await;
     assert_eq!(s, 503);
 
+    // Request bodies, sized and chunked, arrive whole.
+    let payload: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let sum = payload.iter().map(|b| u64::from(*b)).sum::<u64>() % 65521;
+    let r = client
+        .post(format!("{lb}/upload"))
+        .header("Host", "site.test")
+        .body(payload.clone())
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(
+        r.text().await.unwrap_or_default(),
+        format!("posted 200000 bytes sum {sum}\n")
+    );
+    let body_file = u.dir.join("payload.bin");
+    std::fs::write(&body_file, &payload).expect("payload file");
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "10",
+            "-H",
+            "Host: site.test",
+            "-H",
+            "Transfer-Encoding: chunked",
+            "--data-binary",
+        ])
+        .arg(format!("@{}", body_file.display()))
+        .arg(format!("{lb}/upload"))
+        .output()
+        .expect("curl");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("posted 200000 bytes sum {sum}\n")
+    );
+
     // X-Marathon-App-Id on 9091.
     let r = client
         .get(format!("{}/", u.lb_app_id))

@@ -316,7 +316,7 @@ fn selection_skips_tried_and_ejected() {
         "a retry never returns to a tried backend"
     );
     for _ in 0..EJECT_AFTER {
-        pool.backends[1].state.failed(100);
+        pool.backends[1].state.failed(100, pool.backends[1].addr);
     }
     let pick = pool
         .select(&[pool.backends[2].addr], None, None, 100)
