@@ -22,7 +22,8 @@ pkill -x haproxy 2>/dev/null || true
 pkill -x nginx 2>/dev/null || true
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/basalt-target}
-cargo build --release -q -p basalt --bin basalt --example lb_churn
+# BASALT_PREBUILT=1 skips the build (use the release binaries already in the target dir).
+[ -n "${BASALT_PREBUILT:-}" ] || cargo build --release -q -p basalt --bin basalt --example lb_churn
 BIN=$CARGO_TARGET_DIR/release/basalt
 CHURN=$CARGO_TARGET_DIR/release/examples/lb_churn
 W=$(mktemp -d)

@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 N=${1:-100}
 command -v cmake >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq cmake; }
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/basalt-target}
-cargo build --release -q -p basalt --bin basalt --example lb_propagation
+# BASALT_PREBUILT=1 skips the build (use the release binaries already in the target dir).
+[ -n "${BASALT_PREBUILT:-}" ] || cargo build --release -q -p basalt --bin basalt --example lb_propagation
 BIN=$CARGO_TARGET_DIR/release/basalt
 W=$(mktemp -d)
 pids=()

@@ -61,9 +61,10 @@ pub(crate) struct MasterFlags {
     /// Role weights: `dev=1,prod=3`.
     #[arg(long)]
     weights: Option<String>,
-    /// Allowed roles, comma separated (default: any).
+    /// Allowed roles, comma separated (default: any). Mesos' deprecated `--roles`; the
+    /// name `--roles` is `basalt node`'s list of process roles.
     #[arg(long)]
-    roles: Option<String>,
+    allowed_roles: Option<String>,
     /// Cluster name.
     #[arg(long, default_value = "basalt")]
     cluster: String,
@@ -104,7 +105,7 @@ impl MasterFlags {
                 core.weights.insert(role.trim().to_owned(), weight);
             }
         }
-        if let Some(r) = &self.roles {
+        if let Some(r) = &self.allowed_roles {
             core.roles = r
                 .split(',')
                 .map(|s| s.trim().to_owned())
@@ -588,43 +589,111 @@ fn master_deps(
     }
 }
 
+/// The roles one node process can run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Role {
+    Master,
+    Agent,
+    Dns,
+    Init,
+    Lb,
+}
+
+#[derive(Args)]
+pub(crate) struct NodeArgs {
+    /// Roles to run in this process (comma list), e.g. `agent,lb` on a public edge node.
+    #[arg(long, value_delimiter = ',')]
+    roles: Vec<Role>,
+    /// The master to join, when `master` is not one of the roles.
+    #[arg(long, env = "BASALT_MASTER", default_value = "http://127.0.0.1:5050")]
+    master_url: String,
+    #[command(flatten)]
+    up: UpArgs,
+}
+
 pub(crate) async fn up(a: UpArgs) -> Result<()> {
+    let all = [Role::Master, Role::Agent, Role::Dns, Role::Init, Role::Lb];
+    run_roles(a, &all, None).await
+}
+
+/// `basalt node --roles ...`: the chosen roles in one process, joined to `--master-url`
+/// unless the master is one of them. The load balancer here serves port 80 by default, as
+/// on marathon-lb's public agents.
+pub(crate) async fn node(a: NodeArgs) -> Result<()> {
+    if a.roles.is_empty() {
+        anyhow::bail!(
+            "basalt node: give --roles (master,agent,dns,init,lb) to run, or a subcommand (list)"
+        );
+    }
+    let master =
+        (!a.roles.contains(&Role::Master)).then(|| a.master_url.trim_end_matches('/').to_owned());
+    run_roles(a.up, &a.roles, master).await
+}
+
+async fn run_roles(a: UpArgs, roles: &[Role], remote_master: Option<String>) -> Result<()> {
+    let has = |r: Role| roles.contains(&r);
+    let is_up = remote_master.is_none() && roles.len() == 5;
     let dir = a.data.resolve();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let token = CancellationToken::new();
     shutdown_on_signals(token.clone());
     let host = host_name();
-    let ml = bind(&a.ip, a.master_port, "master").await?;
-    let al = bind(&a.ip, a.agent_port, "agent").await?;
-    let mport = ml.local_addr()?.port();
-    let aport = al.local_addr()?.port();
-    let master_url = format!("http://{}:{mport}", a.ip);
-    let agent_url = format!("http://{}:{aport}", a.ip);
-    let store = open_store(&dir)?;
-    let mcfg = a.master.config(&a.ip, mport)?;
-    let acfg = a.agent.config(dir.join("agent"), &a.ip, &host)?;
-    let (_handle, mtask) = master::start(mcfg, master_deps(ml, store, &token)).await?;
-    let adeps = agent::Deps {
-        http: al,
-        master: basalt_api::Client::new(&master_url),
-        shutdown: token.clone(),
+    let mut daemons: Vec<(&str, tokio::task::JoinHandle<Result<()>>)> = Vec::new();
+    let master_url = match &remote_master {
+        Some(url) => url.clone(),
+        None => {
+            let ml = bind(&a.ip, a.master_port, "master").await?;
+            let mport = ml.local_addr()?.port();
+            let store = open_store(&dir)?;
+            let mcfg = a.master.config(&a.ip, mport)?;
+            let (_handle, mtask) = master::start(mcfg, master_deps(ml, store, &token)).await?;
+            daemons.push((
+                "master",
+                tokio::spawn(
+                    async move { mtask.await.context("master task")?.map_err(Into::into) },
+                ),
+            ));
+            format!("http://{}:{mport}", a.ip)
+        }
     };
-    let atask = tokio::spawn(agent::serve(acfg, adeps));
-    let dns = if a.dns.no_dns {
+    let mut agent_url = String::new();
+    if has(Role::Agent) {
+        let al = bind(&a.ip, a.agent_port, "agent").await?;
+        agent_url = format!("http://{}:{}", a.ip, al.local_addr()?.port());
+        let acfg = a.agent.config(dir.join("agent"), &a.ip, &host)?;
+        let adeps = agent::Deps {
+            http: al,
+            master: basalt_api::Client::new(&master_url),
+            shutdown: token.clone(),
+        };
+        daemons.push((
+            "agent",
+            tokio::spawn(async move { agent::serve(acfg, adeps).await.map_err(Into::into) }),
+        ));
+    }
+    let dns = if a.dns.no_dns || !has(Role::Dns) {
         None
     } else {
-        let cfg = a.dns.config(&a.ip, 8053, &format!("{}:{mport}", a.ip))?;
+        let hostport = master_url.trim_start_matches("http://").to_owned();
+        let cfg = a
+            .dns
+            .config(&a.ip, if is_up { 8053 } else { 53 }, &hostport)?;
         Some(start_dns(cfg, a.dns.dns_threads.unwrap_or(1), &master_url, &token).await?)
     };
-    let init = if a.init.no_init {
+    let init = if a.init.no_init || !has(Role::Init) {
         None
     } else {
         Some(start_init(&dir, &a.ip, a.init.init_port, &master_url, &token).await?)
     };
-    let lb = if a.lb.no_lb {
+    let lb = if a.lb.no_lb || !has(Role::Lb) {
         None
     } else {
-        Some(start_lb(a.lb.config(&a.ip, 9080, 9443)?, &master_url, &token).await?)
+        let cfg = if is_up {
+            a.lb.config(&a.ip, 9080, 9443)?
+        } else {
+            a.lb.config(&a.ip, 80, 443)?
+        };
+        Some(start_lb(cfg, &master_url, &token).await?)
     };
     let init_url = init
         .as_ref()
@@ -642,9 +711,18 @@ pub(crate) async fn up(a: UpArgs) -> Result<()> {
         m.extend(l);
     }
     write_ready(&a.ready_file, ready)?;
-    eprintln!("Basalt is up.");
+    eprintln!(
+        "{}",
+        if is_up {
+            "Basalt is up."
+        } else {
+            "Basalt node is up."
+        }
+    );
     eprintln!("  master:   {master_url}   (Mesos API: {master_url}/master/state)");
-    eprintln!("  agent:    {agent_url}");
+    if has(Role::Agent) {
+        eprintln!("  agent:    {agent_url}");
+    }
     if dns.is_some() {
         eprintln!("  dns:      {dns_addr} (UDP/TCP, domain mesos)   HTTP API: {dns_http}");
     }
@@ -658,8 +736,24 @@ pub(crate) async fn up(a: UpArgs) -> Result<()> {
         );
     }
     eprintln!("  data dir: {}", dir.display());
-    eprintln!("Try: basalt run -- echo hello   |   basalt node list   |   Ctrl-C to stop");
-    let (m, ag) = tokio::join!(mtask, atask);
+    if is_up {
+        eprintln!("Try: basalt run -- echo hello   |   basalt node list   |   Ctrl-C to stop");
+    }
+    // The master and the agent end on the shutdown signal (or on a fatal error, which
+    // stops everything else too); the other roles follow the token.
+    if daemons.is_empty() {
+        token.cancelled().await;
+    }
+    let mut result = Ok(());
+    for (name, task) in daemons {
+        let r = task.await.with_context(|| format!("{name} task"));
+        token.cancel();
+        if let Err(e) = r.and_then(|r| r.with_context(|| format!("{name} failed")))
+            && result.is_ok()
+        {
+            result = Err(e);
+        }
+    }
     token.cancel();
     if let Some(d) = dns {
         d.wait().await;
@@ -670,9 +764,7 @@ pub(crate) async fn up(a: UpArgs) -> Result<()> {
     if let Some(l) = lb {
         l.wait().await;
     }
-    m.context("master task")??;
-    ag.context("agent task")??;
-    Ok(())
+    result
 }
 
 pub(crate) async fn master(a: MasterArgs) -> Result<()> {

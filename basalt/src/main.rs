@@ -37,10 +37,14 @@ enum Cmd {
     Init(daemon::InitArgs),
     /// Run the edge load balancer (marathon-lb labels, no reloads) for a master.
     Lb(daemon::LbArgs),
-    /// Agents of the cluster.
+    /// Agents of the cluster (`basalt node list`), or run chosen roles as one node
+    /// (`basalt node --roles agent,lb --master-url URL`).
+    #[command(args_conflicts_with_subcommands = true)]
     Node {
         #[command(subcommand)]
-        cmd: cli::NodeCmd,
+        cmd: Option<cli::NodeCmd>,
+        #[command(flatten)]
+        run: Box<daemon::NodeArgs>,
     },
     /// Tasks of the cluster.
     Task {
@@ -78,7 +82,13 @@ fn main() {
     let cli = Cli::parse();
     let daemon = matches!(
         cli.cmd,
-        Cmd::Up(_) | Cmd::Master(_) | Cmd::Agent(_) | Cmd::Dns(_) | Cmd::Init(_) | Cmd::Lb(_)
+        Cmd::Up(_)
+            | Cmd::Master(_)
+            | Cmd::Agent(_)
+            | Cmd::Dns(_)
+            | Cmd::Init(_)
+            | Cmd::Lb(_)
+            | Cmd::Node { cmd: None, .. }
     );
     init_logging(daemon);
     let mut builder = match &cli.cmd {
@@ -102,7 +112,8 @@ fn main() {
             Cmd::Dns(a) => daemon::dns(a).await.map(|()| 0),
             Cmd::Init(a) => daemon::init(a).await.map(|()| 0),
             Cmd::Lb(a) => daemon::lb(a).await.map(|()| 0),
-            Cmd::Node { cmd } => cli::node(cmd).await.map(|()| 0),
+            Cmd::Node { cmd: Some(cmd), .. } => cli::node(cmd).await.map(|()| 0),
+            Cmd::Node { cmd: None, run } => daemon::node(*run).await.map(|()| 0),
             Cmd::App { cmd, g } => apps::app(cmd, g).await.map(|()| 0),
             Cmd::Deployment { cmd, g } => apps::deployment(cmd, g).await.map(|()| 0),
             Cmd::Task { cmd } => cli::task(cmd).await.map(|()| 0),

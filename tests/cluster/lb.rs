@@ -72,9 +72,15 @@ async fn up_with(name: &str, ports: &str, extra: &[String]) -> Up {
     args.extend(extra.iter().cloned());
     let proc = Proc::spawn(&args, &ready, &dir.join("up.log"));
     let init = proc.ready("init").await;
-    let lb_http = proc.ready("lb_http").await;
-    let lb_app_id = proc.ready("lb_app_id").await;
-    let lb_stats = proc.ready("lb_stats").await;
+    let (lb_http, lb_app_id, lb_stats) = if extra.iter().any(|a| a == "--no-lb") {
+        Default::default()
+    } else {
+        (
+            proc.ready("lb_http").await,
+            proc.ready("lb_app_id").await,
+            proc.ready("lb_stats").await,
+        )
+    };
     Up {
         proc,
         dir,
@@ -824,4 +830,64 @@ async fn lb_terminates_tls_speaks_h2_upgrades_and_keeps_sessions_sticky() {
         echo.extend_from_slice(&buf[..n]);
     }
     assert_eq!(&echo[..], b"hello through the proxy");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lb_runs_as_a_role_of_an_edge_node() {
+    // The cluster: master, agent and init, no LB of its own.
+    let u = up_with("lb-edge-core", "33600-33699", &["--no-lb".to_string()]).await;
+    let master = u.proc.ready("master").await;
+    // A public edge node: an agent and a load balancer, joined to that master.
+    let dir = temp_dir("lb-edge-node");
+    let ready = dir.join("node.ready");
+    let args: Vec<String> = [
+        "node",
+        "--roles",
+        "agent,lb",
+        "--master-url",
+        &master,
+        "--data-dir",
+        &dir.join("data").display().to_string(),
+        "--agent-port",
+        "0",
+        "--hostname",
+        "edge-1.test",
+        "--attributes",
+        "public_ip:true",
+        "--resources",
+        "cpus:2;mem:1024;disk:100;ports:[33700-33799]",
+        "--lb-http-port",
+        "0",
+        "--lb-stats-port",
+        "0",
+        "--lb-app-id-port",
+        "0",
+        "--ready-file",
+        &ready.display().to_string(),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let node = Proc::spawn(&args, &ready, &dir.join("node.log"));
+    let edge_http = node.ready("lb_http").await;
+    let edge_stats = node.ready("lb_stats").await;
+    // The edge agent registered; the app lands on it (the constraint says so) and the edge
+    // LB serves it.
+    let labels = json!({"HAPROXY_GROUP": "external", "HAPROXY_0_VHOST": "edge.test"});
+    let mut def = app("/edge", 1, 10901, labels);
+    def["constraints"] = json!([["public_ip", "IS", "true"]]);
+    deploy(&u.init, def).await;
+    deployed(&u.init).await;
+    let pool = pool_with(&edge_stats, "/edge", 1).await;
+    assert!(
+        pool["backends"][0]["address"]
+            .as_str()
+            .is_some_and(|a| a.contains(":337")),
+        "runs on the edge agent's ports: {pool}"
+    );
+    let (s, body) = get_host(&reqwest::Client::new(), &edge_http, "edge.test", "/").await;
+    assert_eq!(s, 200, "{body}");
+    assert!(body.contains("edge."), "{body}");
+    drop(node);
+    kill_processes_under(&dir);
 }
