@@ -10,49 +10,15 @@
 //! `haproxy-cfg CFG_PATH LISTEN_PORT PORTS` (writes the starting configuration)
 #![allow(clippy::disallowed_types, clippy::print_stdout)]
 
+#[path = "support/sim.rs"]
+mod sim;
+
 use anyhow::{Context, Result, anyhow};
 use basalt_api::agent::{AgentInfo, AgentTask, RegisterAgent, StatusUpdateMessage};
-use basalt_api::task::{CommandInfo, Label, Labels, TaskLaunch};
-use basalt_api::{
-    AgentId, Client, FrameworkId, RoleResources, TaskId, TaskInfo, TaskState, TaskStatus,
-};
-use serde_json::json;
+use basalt_api::task::TaskLaunch;
+use basalt_api::{Client, FrameworkId, RoleResources, TaskId, TaskState, TaskStatus};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
-
-fn task(id: &TaskId, port: u16) -> Result<TaskInfo> {
-    let res = RoleResources::parse(&format!("cpus:0.1;mem:32;ports:[{port}-{port}]"))?.to_wire();
-    let mut t = TaskInfo::command(
-        "churn",
-        id.clone(),
-        AgentId::new("pending"),
-        res,
-        CommandInfo {
-            value: Some("true".into()),
-            shell: true,
-            ..Default::default()
-        },
-    );
-    t.labels = Some(Labels {
-        labels: [
-            ("HAPROXY_GROUP", "external"),
-            ("HAPROXY_0_VHOST", "bench.local"),
-        ]
-        .iter()
-        .map(|(k, v)| Label {
-            key: (*k).into(),
-            value: Some((*v).into()),
-        })
-        .collect(),
-    });
-    t.health_check = Some(json!({"type": "HTTP", "http": {"port": port, "path": "/"}}));
-    t.discovery = Some(
-        json!({"visibility": "FRAMEWORK", "name": "churn", "version": "1",
-        "labels": {"labels": [{"key": "MARATHON_APP_ID", "value": "/churn"}]},
-        "ports": {"ports": [{"number": port, "protocol": "tcp"}]}}),
-    );
-    Ok(t)
-}
 
 fn ports(s: &str) -> Result<Vec<u16>> {
     s.split(',')
@@ -72,13 +38,6 @@ fn haproxy_cfg(sock: &std::path::Path, listen: u16, serving: &VecDeque<u16>) -> 
         cfg.push_str(&format!("  server s{p} 127.0.0.1:{p}\n"));
     }
     cfg
-}
-
-/// Status updates from an agent carry a unique id (the master acknowledges by it).
-fn uuid_seq() -> u128 {
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    (u128::from(std::process::id()) << 64)
-        | u128::from(N.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
 }
 
 #[tokio::main]
@@ -130,7 +89,7 @@ async fn main() -> Result<()> {
                         framework_id: fw.clone(),
                         framework_name: "bench".into(),
                         role: "*".into(),
-                        task: task(&id(p), p)?,
+                        task: sim::lb_task(&id(p), "/churn", "bench.local", p)?,
                     },
                     status: st,
                 });
@@ -157,7 +116,7 @@ async fn main() -> Result<()> {
                 let mut s = TaskStatus::new(id(p), TaskState::Running, 1.0);
                 s.healthy = Some(healthy);
                 s.agent_id = Some(agent.clone());
-                s.uuid = Some(format!("{:032x}", uuid_seq()));
+                s.uuid = Some(format!("{:032x}", sim::uuid_seq()));
                 StatusUpdateMessage {
                     framework_id: fw.clone(),
                     status: s,

@@ -11,13 +11,13 @@
 //! `cargo run --release -p basalt --example lb_propagation -- MASTER_URL LB_HTTP_URL [ROUNDS]`
 #![allow(clippy::disallowed_types, clippy::print_stdout)]
 
+#[path = "support/sim.rs"]
+mod sim;
+
 use anyhow::{Context, Result, anyhow};
 use basalt_api::agent::{AgentInfo, AgentTask, RegisterAgent, StatusUpdateMessage};
-use basalt_api::task::{CommandInfo, Label, Labels, TaskLaunch};
-use basalt_api::{
-    AgentId, Client, FrameworkId, RoleResources, TaskId, TaskInfo, TaskState, TaskStatus,
-};
-use serde_json::json;
+use basalt_api::task::TaskLaunch;
+use basalt_api::{Client, FrameworkId, RoleResources, TaskId, TaskState, TaskStatus};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -77,53 +77,11 @@ async fn backend(seen: Arc<Seen>) -> Result<u16> {
     Ok(port)
 }
 
-fn task(id: &TaskId, port: u16) -> Result<TaskInfo> {
-    let res = RoleResources::parse(&format!("cpus:0.1;mem:32;ports:[{port}-{port}]"))?.to_wire();
-    let mut t = TaskInfo::command(
-        "prop",
-        id.clone(),
-        AgentId::new("pending"),
-        res,
-        CommandInfo {
-            value: Some("true".into()),
-            shell: true,
-            ..Default::default()
-        },
-    );
-    t.labels = Some(Labels {
-        labels: [
-            ("HAPROXY_GROUP", "external"),
-            ("HAPROXY_0_VHOST", "prop.bench"),
-        ]
-        .iter()
-        .map(|(k, v)| Label {
-            key: (*k).into(),
-            value: Some((*v).into()),
-        })
-        .collect(),
-    });
-    t.health_check = Some(json!({"type": "HTTP", "http": {"port": port, "path": "/"}}));
-    t.discovery = Some(
-        json!({"visibility": "FRAMEWORK", "name": "prop", "version": "1",
-        "labels": {"labels": [{"key": "MARATHON_APP_ID", "value": "/prop"}]},
-        "ports": {"ports": [{"number": port, "protocol": "tcp",
-            "labels": {"labels": [{"key": "servicePort", "value": "19999"}]}}]}}),
-    );
-    Ok(t)
-}
-
 fn pct(v: &mut [f64], p: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(((v.len() as f64 - 1.0) * p).round() as usize)
         .copied()
         .unwrap_or(f64::NAN)
-}
-
-/// Status updates from an agent carry a unique id (the master acknowledges by it).
-fn uuid_seq() -> u128 {
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-    (u128::from(std::process::id()) << 64)
-        | u128::from(N.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
 }
 
 #[tokio::main]
@@ -149,7 +107,7 @@ async fn main() -> Result<()> {
                 framework_id: fw.clone(),
                 framework_name: "bench".into(),
                 role: "*".into(),
-                task: task(&id, port)?,
+                task: sim::lb_task(&id, "/prop", "prop.bench", port)?,
             },
             status,
         });
@@ -205,7 +163,7 @@ async fn main() -> Result<()> {
         let mut s = TaskStatus::new(id.clone(), state, 1.0);
         s.healthy = healthy;
         s.agent_id = Some(agent.clone());
-        s.uuid = Some(format!("{:032x}", uuid_seq()));
+        s.uuid = Some(format!("{:032x}", sim::uuid_seq()));
         StatusUpdateMessage {
             framework_id: fw.clone(),
             status: s,

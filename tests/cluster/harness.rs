@@ -483,3 +483,19 @@ pub(crate) fn kill_processes_under(dir: &Path) {
         }
     }
 }
+
+/// A JSON request; the status and the JSON body (null when there is none).
+pub(crate) async fn send(
+    method: reqwest::Method,
+    url: &str,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let r = reqwest::Client::new()
+        .request(method, url)
+        .json(&body)
+        .send()
+        .await
+        .expect("request");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}

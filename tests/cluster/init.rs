@@ -12,17 +12,6 @@ async fn get(url: &str) -> Value {
         .expect("json")
 }
 
-async fn send(method: reqwest::Method, url: &str, body: Value) -> (u16, Value) {
-    let r = reqwest::Client::new()
-        .request(method, url)
-        .json(&body)
-        .send()
-        .await
-        .expect("request");
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
 /// Tasks of `/web` once `n` of them run and no deployment is in flight.
 async fn settled(init: &str, n: usize) -> Vec<Value> {
     eventually(&format!("/web settles at {n} running"), secs(60), || {

@@ -105,17 +105,6 @@ fn app(id: &str, instances: u64, service_port: u16, labels: Value) -> Value {
     })
 }
 
-async fn send(method: reqwest::Method, url: &str, body: Value) -> (u16, Value) {
-    let r = reqwest::Client::new()
-        .request(method, url)
-        .json(&body)
-        .send()
-        .await
-        .expect("request");
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
 async fn deploy(init: &str, def: Value) {
     let id = def["id"].as_str().expect("id").to_owned();
     let (status, body) = send(
