@@ -524,7 +524,39 @@ async fn apply_events(
     }
 }
 
-/// The LB's own view of its backends: a TCP connect to each, every `check_interval`;
+/// One check: a TCP connect, or with `path` an HTTP/1.0 GET answered 2xx or 3xx
+/// (HAProxy's `option httpchk` rule).
+async fn probe(addr: SocketAddr, path: Option<&str>) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+        return false;
+    };
+    let Some(path) = path else { return true };
+    let req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: basalt-lb-check\r\n\r\n");
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 64];
+    let mut n = 0;
+    while n < 12 {
+        match s.read(&mut buf[n..]).await {
+            Ok(0) | Err(_) => return false,
+            Ok(k) => n += k,
+        }
+    }
+    status_ok(&buf[..n])
+}
+
+fn status_ok(head: &[u8]) -> bool {
+    // "HTTP/1.x NNN"
+    head.starts_with(b"HTTP/1.")
+        && std::str::from_utf8(&head[9..12])
+            .ok()
+            .and_then(|c| c.parse::<u16>().ok())
+            .is_some_and(|c| (200..400).contains(&c))
+}
+
+/// The LB's own view of its backends: a probe of each (see `probe`) every `check_interval`;
 /// two failures in a row take a backend out until a connect succeeds again.
 async fn health_checks(shared: Arc<Shared>, shutdown: CancellationToken) {
     let every = shared.config.check_interval;
@@ -551,8 +583,8 @@ async fn health_checks(shared: Arc<Shared>, shutdown: CancellationToken) {
                 let b = b.clone();
                 checks.spawn(async move {
                     let ok = matches!(
-                        tokio::time::timeout(timeout, tokio::net::TcpStream::connect(b.addr)).await,
-                        Ok(Ok(_))
+                        tokio::time::timeout(timeout, probe(b.addr, b.check_path.as_deref())).await,
+                        Ok(true)
                     );
                     let st = &b.state;
                     if ok {
@@ -569,5 +601,20 @@ async fn health_checks(shared: Arc<Shared>, shutdown: CancellationToken) {
             }
         }
         while checks.join_next().await.is_some() {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::status_ok;
+
+    #[test]
+    fn http_check_status_rule() {
+        assert!(status_ok(b"HTTP/1.1 200 OK\r\n"));
+        assert!(status_ok(b"HTTP/1.0 302 Found"));
+        assert!(!status_ok(b"HTTP/1.1 500 Internal"));
+        assert!(!status_ok(b"HTTP/1.1 404 Not Found"));
+        assert!(!status_ok(b"SSH-2.0-OpenSSH"));
+        assert!(!status_ok(b"HTTP/1.1 2x0 ?"));
     }
 }

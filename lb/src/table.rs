@@ -21,6 +21,8 @@ struct TaskView {
     state: TaskState,
     healthy: Option<bool>,
     health_check: Option<String>,
+    /// The HTTP health check's port and path: the LB checks the same URL itself.
+    http_check: Option<(u16, String)>,
     labels: BTreeMap<String, String>,
     discovery: Discovery,
     name: String,
@@ -53,6 +55,12 @@ fn task_view(t: &operator::Task) -> TaskView {
                 .and_then(|x| x.as_str())
                 .unwrap_or("")
                 .to_owned()
+        }),
+        http_check: t.health_check.as_ref().and_then(|h| {
+            let http = h.get("http")?;
+            let port = u16::try_from(http.get("port")?.as_u64()?).ok()?;
+            let path = http.get("path").and_then(|p| p.as_str()).unwrap_or("/");
+            Some((port, path.to_owned()))
         }),
         labels: t
             .labels
@@ -221,6 +229,9 @@ pub struct Backend {
     pub addr: SocketAddr,
     /// Sticky-session cookie value.
     pub cookie: String,
+    /// Path of the app's HTTP health check on this port, which the LB's own check uses
+    /// (marathon-lb's `option httpchk`); a TCP connect otherwise.
+    pub check_path: Option<String>,
     pub state: Arc<BackendState>,
 }
 
@@ -421,6 +432,11 @@ impl Builder {
                         cookie: cookie_of(&key.0, index),
                         task_id: key.0,
                         addr: SocketAddr::new(ip, p.number),
+                        check_path: t
+                            .http_check
+                            .as_ref()
+                            .filter(|(port, _)| *port == p.number)
+                            .map(|(_, path)| path.clone()),
                         state,
                     }));
                 }
