@@ -12,6 +12,18 @@ use serde_json::Value;
 pub const APP_ID_LABEL: &str = "MARATHON_APP_ID";
 /// Port label holding the Marathon service port of that port index.
 pub const SERVICE_PORT_LABEL: &str = "servicePort";
+/// Discovery label holding the app's first readiness check as JSON (`Readiness`): an
+/// instance gets traffic only once that URL has answered one of the ready codes.
+pub const READINESS_LABEL: &str = "readinessCheck";
+
+/// Marathon's `readinessChecks[0]`, resolved to this task's host port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Readiness {
+    pub port: u16,
+    pub path: String,
+    #[serde(rename = "httpStatusCodesForReady")]
+    pub ready_codes: Vec<u16>,
+}
 
 /// One port of a task.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -29,6 +41,7 @@ pub struct Discovery {
     pub version: Option<String>,
     pub app_id: Option<String>,
     pub ports: Vec<DiscoveryPort>,
+    pub readiness: Option<Readiness>,
 }
 
 fn label<'a>(labels: Option<&'a Value>, key: &str) -> Option<&'a str> {
@@ -71,6 +84,8 @@ impl Discovery {
             version: v.get("version").and_then(Value::as_str).map(str::to_owned),
             app_id: label(v.get("labels"), APP_ID_LABEL).map(str::to_owned),
             ports,
+            readiness: label(v.get("labels"), READINESS_LABEL)
+                .and_then(|r| serde_json::from_str(r).ok()),
         }
     }
 }
@@ -98,5 +113,15 @@ mod tests {
         assert_eq!(d.ports[1].service_port, None);
         assert_eq!(d.ports[1].protocol, "udp");
         assert_eq!(Discovery::parse(&json!("nonsense")), Discovery::default());
+        let r = json!({"labels": {"labels": [{"key": "readinessCheck",
+            "value": "{\"port\":31000,\"path\":\"/ready\",\"httpStatusCodesForReady\":[200,204]}"}]}});
+        assert_eq!(
+            Discovery::parse(&r).readiness,
+            Some(Readiness {
+                port: 31000,
+                path: "/ready".into(),
+                ready_codes: vec![200, 204]
+            })
+        );
     }
 }

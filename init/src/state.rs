@@ -1031,11 +1031,53 @@ fn task_info(
         discovery: Some(
             json!({"visibility": "FRAMEWORK", "name": task_name(&def.id),
                    "version": def.version,
-                   "labels": {"labels": [{"key": discovery::APP_ID_LABEL, "value": def.id}]},
+                   "labels": {"labels": discovery_labels(def, &defs, host_ports)},
                    "ports": {"ports": discovery_ports}}),
         ),
         data: None,
     }
+}
+
+/// The app id, and the first readiness check resolved to this task's port, for consumers
+/// of the event stream (the load balancer sends traffic only to ready instances).
+fn discovery_labels(
+    def: &AppDefinition,
+    defs: &[crate::app::PortDefinition],
+    host_ports: &[u64],
+) -> Vec<Value> {
+    let mut labels = vec![json!({"key": discovery::APP_ID_LABEL, "value": def.id})];
+    if let Some(rc) = def.readiness_checks.first() {
+        let index = rc
+            .get("portName")
+            .and_then(Value::as_str)
+            .and_then(|n| defs.iter().position(|d| d.name.as_deref() == Some(n)))
+            .unwrap_or(0);
+        let codes: Vec<u16> = rc
+            .get("httpStatusCodesForReady")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|c| c.as_u64()?.try_into().ok())
+                    .collect()
+            })
+            .filter(|c: &Vec<u16>| !c.is_empty())
+            .unwrap_or_else(|| vec![200]);
+        if let Some(port) = host_ports.get(index).and_then(|p| u16::try_from(*p).ok()) {
+            let r = discovery::Readiness {
+                port,
+                path: rc
+                    .get("path")
+                    .and_then(Value::as_str)
+                    .unwrap_or("/")
+                    .to_owned(),
+                ready_codes: codes,
+            };
+            if let Ok(v) = serde_json::to_string(&r) {
+                labels.push(json!({"key": discovery::READINESS_LABEL, "value": v}));
+            }
+        }
+    }
+    labels
 }
 
 #[cfg(test)]

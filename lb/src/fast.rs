@@ -69,8 +69,8 @@ impl Edge {
                 Err(_) => Outcome::Close,
             };
         }
-        if pool.backends.is_empty() {
-            let msg = format!("{} has no healthy instances", pool.app_id);
+        if !crate::table::Table::any_ready(&pool) {
+            let msg = format!("{} has no healthy and ready instances", pool.app_id);
             return match respond_json(s, 503, &msg).await {
                 Ok(()) => Outcome::Reusable,
                 Err(_) => Outcome::Close,

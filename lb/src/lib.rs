@@ -468,6 +468,7 @@ pub async fn serve(config: Config, deps: Deps) -> Result<Running, LbError> {
         rx,
         shutdown.clone(),
     ));
+    tasks.spawn(readiness_checks(shared.clone(), shutdown.clone()));
     tasks.spawn(health_checks(shared, shutdown));
     tasks.close();
     Ok(Running {
@@ -524,36 +525,84 @@ async fn apply_events(
     }
 }
 
-/// One check: a TCP connect, or with `path` an HTTP/1.0 GET answered 2xx or 3xx
-/// (HAProxy's `option httpchk` rule).
-async fn probe(addr: SocketAddr, path: Option<&str>) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
-        return false;
-    };
-    let Some(path) = path else { return true };
-    let req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: basalt-lb-check\r\n\r\n");
-    if s.write_all(req.as_bytes()).await.is_err() {
-        return false;
+/// New instances with a readiness check are probed every 100 ms until it passes once; only
+/// then do they get traffic (the check's own interval would add up to seconds).
+async fn readiness_checks(shared: Arc<Shared>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let table = shared.table.load_full();
+        let mut seen = std::collections::HashSet::new();
+        let mut checks = tokio::task::JoinSet::new();
+        for pool in table
+            .service_ports
+            .values()
+            .chain(table.by_app_id.values())
+            .chain(table.paths.iter())
+            .chain(table.vhosts.values().flatten())
+        {
+            for b in &pool.backends {
+                let Some(r) = b.readiness.clone() else {
+                    continue;
+                };
+                if b.is_ready() || !seen.insert(b.addr) {
+                    continue;
+                }
+                let b = b.clone();
+                checks.spawn(async move {
+                    let at = SocketAddr::new(b.addr.ip(), r.port);
+                    let status =
+                        tokio::time::timeout(Duration::from_secs(1), http_status(at, &r.path))
+                            .await;
+                    if let Ok(Some(code)) = status
+                        && r.ready_codes.contains(&code)
+                    {
+                        b.state.ready.store(true, Ordering::Relaxed);
+                        tracing::info!(backend = %b.addr, task = %b.task_id, "instance ready");
+                    }
+                });
+            }
+        }
+        while checks.join_next().await.is_some() {}
     }
+}
+
+/// The status code of `GET path` on `addr`.
+async fn http_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\nUser-Agent: basalt-lb-check\r\n\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
     let mut buf = [0u8; 64];
     let mut n = 0;
     while n < 12 {
         match s.read(&mut buf[n..]).await {
-            Ok(0) | Err(_) => return false,
+            Ok(0) | Err(_) => return None,
             Ok(k) => n += k,
         }
     }
-    status_ok(&buf[..n])
+    status_code(&buf[..n])
 }
 
-fn status_ok(head: &[u8]) -> bool {
-    // "HTTP/1.x NNN"
-    head.starts_with(b"HTTP/1.")
-        && std::str::from_utf8(&head[9..12])
-            .ok()
-            .and_then(|c| c.parse::<u16>().ok())
-            .is_some_and(|c| (200..400).contains(&c))
+/// "HTTP/1.x NNN ..." -> NNN.
+fn status_code(head: &[u8]) -> Option<u16> {
+    if !head.starts_with(b"HTTP/1.") || head.len() < 12 {
+        return None;
+    }
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+/// One check: a TCP connect, or with `path` an HTTP/1.0 GET answered 2xx or 3xx
+/// (HAProxy's `option httpchk` rule).
+async fn probe(addr: SocketAddr, path: Option<&str>) -> bool {
+    match path {
+        None => tokio::net::TcpStream::connect(addr).await.is_ok(),
+        Some(p) => http_status(addr, p)
+            .await
+            .is_some_and(|c| (200..400).contains(&c)),
+    }
 }
 
 /// The LB's own view of its backends: a probe of each (see `probe`) every `check_interval`;
@@ -606,15 +655,15 @@ async fn health_checks(shared: Arc<Shared>, shutdown: CancellationToken) {
 
 #[cfg(test)]
 mod tests {
-    use super::status_ok;
+    use super::status_code;
 
     #[test]
-    fn http_check_status_rule() {
-        assert!(status_ok(b"HTTP/1.1 200 OK\r\n"));
-        assert!(status_ok(b"HTTP/1.0 302 Found"));
-        assert!(!status_ok(b"HTTP/1.1 500 Internal"));
-        assert!(!status_ok(b"HTTP/1.1 404 Not Found"));
-        assert!(!status_ok(b"SSH-2.0-OpenSSH"));
-        assert!(!status_ok(b"HTTP/1.1 2x0 ?"));
+    fn reads_status_codes() {
+        assert_eq!(status_code(b"HTTP/1.1 200 OK\r\n"), Some(200));
+        assert_eq!(status_code(b"HTTP/1.0 302 Found"), Some(302));
+        assert_eq!(status_code(b"HTTP/1.1 503 Unavailable"), Some(503));
+        assert_eq!(status_code(b"SSH-2.0-OpenSSH"), None);
+        assert_eq!(status_code(b"HTTP/1.1 2x0 ?"), None);
+        assert_eq!(status_code(b"HTTP/1.1"), None);
     }
 }

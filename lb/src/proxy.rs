@@ -214,8 +214,8 @@ impl ProxyHttp for Proxy {
             redirect_https(session.as_downstream_mut()).await?;
             return Ok(true);
         }
-        if pool.backends.is_empty() {
-            let msg = format!("{} has no healthy instances", pool.app_id);
+        if !crate::table::Table::any_ready(&pool) {
+            let msg = format!("{} has no healthy and ready instances", pool.app_id);
             respond_json(session.as_downstream_mut(), 503, &msg).await?;
             return Ok(true);
         }

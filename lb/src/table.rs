@@ -177,6 +177,8 @@ pub struct BackendState {
     pub ejected_until_ms: AtomicU64,
     /// The LB's own active check says down.
     pub check_down: AtomicBool,
+    /// The app's readiness check has passed once (Marathon semantics: ready stays ready).
+    pub ready: AtomicBool,
     pub check_failures_in_row: AtomicU32,
 }
 
@@ -213,7 +215,9 @@ impl BackendState {
     }
 
     pub fn state_name(&self, now_ms: u64) -> &'static str {
-        if self.check_down.load(Ordering::Relaxed) {
+        if !self.ready.load(Ordering::Relaxed) {
+            "unready"
+        } else if self.check_down.load(Ordering::Relaxed) {
             "down"
         } else if self.ejected_until_ms.load(Ordering::Relaxed) > now_ms {
             "ejected"
@@ -232,7 +236,15 @@ pub struct Backend {
     /// Path of the app's HTTP health check on this port, which the LB's own check uses
     /// (marathon-lb's `option httpchk`); a TCP connect otherwise.
     pub check_path: Option<String>,
+    /// The app's readiness check: no traffic until it has passed.
+    pub readiness: Option<basalt_api::discovery::Readiness>,
     pub state: Arc<BackendState>,
+}
+
+impl Backend {
+    pub fn is_ready(&self) -> bool {
+        self.state.ready.load(Ordering::Relaxed)
+    }
 }
 
 /// One exposed app port and where its traffic goes.
@@ -258,7 +270,8 @@ impl Pool {
         client: Option<IpAddr>,
         now_ms: u64,
     ) -> Option<Arc<Backend>> {
-        let open = |b: &&Arc<Backend>| !tried.contains(&b.addr);
+        // Unready instances never get traffic, not even as a last resort.
+        let open = |b: &&Arc<Backend>| !tried.contains(&b.addr) && b.is_ready();
         if let Some(c) = sticky
             && let Some(b) = self
                 .backends
@@ -335,6 +348,11 @@ fn path_matches(prefix: &Option<String>, path: &str) -> bool {
 
 impl Table {
     /// The HTTP pool for a request on the vhost port.
+    /// Whether any instance may get traffic now.
+    pub fn any_ready(pool: &Pool) -> bool {
+        pool.backends.iter().any(|b| b.is_ready())
+    }
+
     pub fn route_vhost(&self, host: &str, path: &str) -> Option<&Arc<Pool>> {
         let host = host.trim_end_matches('.');
         let by_host = self.vhosts.get(host).or_else(|| {
@@ -426,7 +444,12 @@ impl Builder {
                         continue;
                     };
                     let key = (tid.as_str().to_owned(), index);
-                    let state = self.states.get(&key).cloned().unwrap_or_default();
+                    let state = self.states.get(&key).cloned().unwrap_or_else(|| {
+                        Arc::new(BackendState {
+                            ready: AtomicBool::new(t.discovery.readiness.is_none()),
+                            ..Default::default()
+                        })
+                    });
                     live.insert(key.clone(), state.clone());
                     backends.push(Arc::new(Backend {
                         cookie: cookie_of(&key.0, index),
@@ -437,6 +460,7 @@ impl Builder {
                             .as_ref()
                             .filter(|(port, _)| *port == p.number)
                             .map(|(_, path)| path.clone()),
+                        readiness: t.discovery.readiness.clone(),
                         state,
                     }));
                 }

@@ -11,6 +11,9 @@ import threading
 import time
 
 
+STARTED = time.time()
+
+
 class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
@@ -28,6 +31,13 @@ class Handler(http.server.BaseHTTPRequestHandler):
                     break
                 self.connection.sendall(data)
             self.close_connection = True
+            return
+        if self.path == "/ready":
+            # Not ready until READY_AFTER seconds after start (a warming cache, say).
+            ready = time.time() - STARTED >= float(os.environ.get("READY_AFTER", "0"))
+            self.send_response(200 if ready else 503)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
             return
         body = "{} {} xff={}\n".format(
             os.environ.get("VERSION", "v0"),

@@ -880,3 +880,38 @@ async fn lb_runs_as_a_role_of_an_edge_node() {
     drop(node);
     kill_processes_under(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lb_sends_traffic_only_to_ready_instances() {
+    let u = up("lb-ready", "33800-33899").await;
+    // Healthy at once (GET / answers), ready only after 4 s (GET /ready).
+    let mut def = app(
+        "/warm",
+        1,
+        10951,
+        json!({"HAPROXY_GROUP": "external", "HAPROXY_0_VHOST": "warm.test"}),
+    );
+    def["env"]["READY_AFTER"] = json!("4");
+    def["readinessChecks"] = json!([{"name": "ready", "protocol": "HTTP", "path": "/ready", "portName": "http",
+                                     "intervalSeconds": 1, "timeoutSeconds": 1, "httpStatusCodesForReady": [200]}]);
+    deploy(&u.init, def).await;
+    let pool = pool_with(&u.lb_stats, "/warm", 1).await;
+    let client = reqwest::Client::new();
+    let (s, body) = get_host(&client, &u.lb_http, "warm.test", "/").await;
+    assert_eq!(pool["backends"][0]["state"], "unready", "{pool}");
+    assert_eq!(s, 503, "healthy but not ready: no traffic ({body})");
+    assert!(body.contains("ready"), "{body}");
+    let deadline = tokio::time::Instant::now() + secs(30);
+    loop {
+        let (s, body) = get_host(&client, &u.lb_http, "warm.test", "/").await;
+        if s == 200 {
+            assert!(body.starts_with("v0 warm."), "{body}");
+            break;
+        }
+        assert_eq!(s, 503, "{body}");
+        assert!(tokio::time::Instant::now() < deadline, "never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let pool = pool_with(&u.lb_stats, "/warm", 1).await;
+    assert_eq!(pool["backends"][0]["state"], "up", "{pool}");
+}
