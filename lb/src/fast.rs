@@ -83,6 +83,13 @@ impl Edge {
         };
         let client = client_ip(s);
         let has_body = !s.is_body_empty();
+        // `Expect: 100-continue` is answered here, as nginx does: the backend gets the body
+        // without the expectation, so no interim response can be mistaken for the answer.
+        let expect_continue = s
+            .req_header()
+            .headers
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
         let idempotent = s.req_header().method.is_idempotent();
         let started = now_us();
         let mut tried = Vec::with_capacity(2);
@@ -113,6 +120,9 @@ impl Edge {
             // the common case, not two.
             let mut req = Box::new(s.req_header().clone());
             forward_headers(s, &mut req);
+            if expect_continue {
+                req.remove_header(&http::header::EXPECT);
+            }
             let sent = up.write_request_header(req).await.is_ok();
             if !sent {
                 if reused && !has_body {
@@ -125,6 +135,9 @@ impl Edge {
                 return Outcome::Close;
             }
             if has_body {
+                if expect_continue && s.write_continue_response().await.is_err() {
+                    return Outcome::Close;
+                }
                 loop {
                     match s.read_request_body().await {
                         Ok(Some(d)) => {
@@ -144,8 +157,8 @@ impl Edge {
                     return Outcome::Close;
                 }
             }
-            match up.read_response().await {
-                Ok(_) => break (up, busy, peer),
+            match read_final_response(&mut up).await {
+                Ok(()) => break (up, busy, peer),
                 Err(_) if reused && !has_body && idempotent => {
                     tried.pop();
                     continue;
@@ -216,6 +229,22 @@ impl Edge {
             Outcome::Close
         }
     }
+}
+
+/// Reads the response head, skipping interim 1xx answers (but 101, which is final for an
+/// upgrade): left in the connection they would be read as the next request's answer.
+async fn read_final_response(up: &mut Upstream) -> pingora_core::Result<()> {
+    for _ in 0..8 {
+        up.read_response().await?;
+        let status = up.resp_header().map_or(0, |h| h.status.as_u16());
+        if !(100..200).contains(&status) || status == 101 {
+            return Ok(());
+        }
+    }
+    Err(pingora_core::Error::explain(
+        pingora_core::ErrorType::InvalidHTTPHeader,
+        "too many interim responses",
+    ))
 }
 
 /// After a 101: bytes both ways until either side closes.

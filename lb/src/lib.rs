@@ -533,37 +533,25 @@ async fn readiness_checks(shared: Arc<Shared>, shutdown: CancellationToken) {
             _ = tokio::time::sleep(Duration::from_millis(100)) => {}
             _ = shutdown.cancelled() => return,
         }
-        let table = shared.table.load_full();
-        let mut seen = std::collections::HashSet::new();
         let mut checks = tokio::task::JoinSet::new();
-        for pool in table
-            .service_ports
-            .values()
-            .chain(table.by_app_id.values())
-            .chain(table.paths.iter())
-            .chain(table.vhosts.values().flatten())
-        {
-            for b in &pool.backends {
-                let Some(r) = b.readiness.clone() else {
-                    continue;
-                };
-                if b.is_ready() || !seen.insert(b.addr) {
-                    continue;
-                }
-                let b = b.clone();
-                checks.spawn(async move {
-                    let at = SocketAddr::new(b.addr.ip(), r.port);
-                    let status =
-                        tokio::time::timeout(Duration::from_secs(1), http_status(at, &r.path))
-                            .await;
-                    if let Ok(Some(code)) = status
-                        && r.ready_codes.contains(&code)
-                    {
-                        b.state.ready.store(true, Ordering::Relaxed);
-                        tracing::info!(backend = %b.addr, task = %b.task_id, "instance ready");
-                    }
-                });
+        for b in shared.table.load().backends() {
+            let Some(r) = b.readiness.clone() else {
+                continue;
+            };
+            if b.is_ready() {
+                continue;
             }
+            checks.spawn(async move {
+                let at = SocketAddr::new(b.addr.ip(), r.port);
+                let status =
+                    tokio::time::timeout(Duration::from_secs(1), http_status(at, &r.path)).await;
+                if let Ok(Some(code)) = status
+                    && r.ready_codes.contains(&code)
+                {
+                    b.state.ready.store(true, Ordering::Relaxed);
+                    tracing::info!(backend = %b.addr, task = %b.task_id, "instance ready");
+                }
+            });
         }
         while checks.join_next().await.is_some() {}
     }
@@ -615,22 +603,9 @@ async fn health_checks(shared: Arc<Shared>, shutdown: CancellationToken) {
             _ = tokio::time::sleep(every) => {}
             _ = shutdown.cancelled() => return,
         }
-        let table = shared.table.load_full();
-        let mut seen = std::collections::HashSet::new();
         let mut checks = tokio::task::JoinSet::new();
-        for pool in table
-            .service_ports
-            .values()
-            .chain(table.by_app_id.values())
-            .chain(table.paths.iter())
-            .chain(table.vhosts.values().flatten())
-        {
-            for b in &pool.backends {
-                if !seen.insert(b.addr) {
-                    continue;
-                }
-                let b = b.clone();
-                checks.spawn(async move {
+        for b in shared.table.load().backends() {
+            checks.spawn(async move {
                     let ok = matches!(
                         tokio::time::timeout(timeout, probe(b.addr, b.check_path.as_deref())).await,
                         Ok(true)
@@ -647,7 +622,6 @@ async fn health_checks(shared: Arc<Shared>, shutdown: CancellationToken) {
                         tracing::warn!(backend = %b.addr, task = %b.task_id, "backend failed its checks; out of rotation");
                     }
                 });
-            }
         }
         while checks.join_next().await.is_some() {}
     }

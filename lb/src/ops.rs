@@ -3,7 +3,7 @@
 
 use crate::Shared;
 use crate::now_ms;
-use crate::table::{Pool, Table};
+use crate::table::Pool;
 use axum::Router;
 use axum::extract::State;
 use axum::http::header;
@@ -37,24 +37,6 @@ fn pool_name(p: &Pool) -> String {
         Some(sp) => format!("{id}_{sp}"),
         None => format!("{id}_port{}", p.spec.index),
     }
-}
-
-/// Every pool once, in a stable order.
-fn pools(t: &Table) -> Vec<&Arc<Pool>> {
-    let mut out: Vec<&Arc<Pool>> = Vec::new();
-    let all = t
-        .service_ports
-        .values()
-        .chain(t.by_app_id.values())
-        .chain(t.paths.iter())
-        .chain(t.vhosts.values().flatten());
-    for p in all {
-        if !out.iter().any(|q| Arc::ptr_eq(q, p)) {
-            out.push(p);
-        }
-    }
-    out.sort_by(|a, b| (&a.app_id, a.spec.index).cmp(&(&b.app_id, b.spec.index)));
-    out
 }
 
 fn pool_json(p: &Pool, now: u64) -> Value {
@@ -103,7 +85,7 @@ async fn stats(State(s): State<Arc<Shared>>) -> Json<Value> {
         "generation": t.generation,
         "updates": s.updates.load(Ordering::Relaxed),
         "apps": t.apps,
-        "pools": pools(&t).iter().map(|p| pool_json(p, now)).collect::<Vec<_>>(),
+        "pools": t.pools().iter().map(|p| pool_json(p, now)).collect::<Vec<_>>(),
         "listener_errors": errors,
     }))
 }
@@ -200,7 +182,7 @@ async fn metrics(State(s): State<Arc<Shared>>) -> impl IntoResponse {
             st.latency_us_total.load(Ordering::Relaxed)
         }),
     ];
-    let ps = pools(&t);
+    let ps = t.pools();
     for (name, kind, get) in series {
         let _ = writeln!(out, "# TYPE {name} {kind}");
         for p in &ps {

@@ -348,6 +348,35 @@ fn path_matches(prefix: &Option<String>, path: &str) -> bool {
 
 impl Table {
     /// The HTTP pool for a request on the vhost port.
+    /// Every pool once, ordered by app and port index.
+    pub fn pools(&self) -> Vec<&Arc<Pool>> {
+        let mut out: Vec<&Arc<Pool>> = Vec::new();
+        let all = self
+            .service_ports
+            .values()
+            .chain(self.by_app_id.values())
+            .chain(self.paths.iter())
+            .chain(self.vhosts.values().flatten());
+        for p in all {
+            if !out.iter().any(|q| Arc::ptr_eq(q, p)) {
+                out.push(p);
+            }
+        }
+        out.sort_by(|a, b| (&a.app_id, a.spec.index).cmp(&(&b.app_id, b.spec.index)));
+        out
+    }
+
+    /// Every backend address once (the checks probe each address once).
+    pub fn backends(&self) -> Vec<Arc<Backend>> {
+        let mut seen = std::collections::HashSet::new();
+        self.pools()
+            .into_iter()
+            .flat_map(|p| p.backends.iter())
+            .filter(|b| seen.insert(b.addr))
+            .cloned()
+            .collect()
+    }
+
     /// Whether any instance may get traffic now.
     pub fn any_ready(pool: &Pool) -> bool {
         pool.backends.iter().any(|b| b.is_ready())
