@@ -17,9 +17,12 @@ for c in wrk haproxy nginx cmake; do command -v "$c" >/dev/null 2>&1 || need+=("
 if ((${#need[@]})); then
   pkgs=("${need[@]/nginx/nginx-light}")
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}"
+  # Debian starts the packaged services on install; they are not part of the measurement
+  # (and would hold port 80). Only what this script just installed is stopped.
+  for svc in haproxy nginx; do
+    case " ${need[*]} " in *" $svc "*) service "$svc" stop >/dev/null 2>&1 || pkill -x "$svc" || true ;; esac
+  done
 fi
-pkill -x haproxy 2>/dev/null || true
-pkill -x nginx 2>/dev/null || true
 
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/basalt-target}
 # BASALT_PREBUILT=1 skips the build (use the release binaries already in the target dir).
