@@ -640,7 +640,7 @@ async fn delete_deployment(AxState(s): Ctx, Path(id): Path<String>, Query(q): Pa
     };
     if flag(&q, "force") {
         let r = s.mutate(|st, fx| {
-            st.remove_deployment(&id, fx);
+            st.abandon_deployment(&id, &state::iso(now_ms()), fx);
         });
         return match r {
             Ok(_) => StatusCode::ACCEPTED.into_response(),

@@ -349,9 +349,9 @@ impl State {
         version: &str,
         fx: &mut Effects,
     ) -> String {
-        // A new deployment for an app replaces the one in flight.
+        // A new deployment for an app replaces the one in flight, which failed.
         if let Some(old) = self.dep_by_app.get(app).cloned() {
-            self.remove_deployment(&old, fx);
+            self.abandon_deployment(&old, version, fx);
         }
         let id = uuid::Uuid::new_v4().to_string();
         let d = Deployment {
@@ -377,6 +377,17 @@ impl State {
         fx.writes
             .push(Write::Delete(format!("{KEY_DEPLOYMENTS}{id}")));
         Some(d)
+    }
+
+    /// Forgets a deployment that did not finish (replaced, rolled back, or dropped with
+    /// `?force`): Marathon reports those as `deployment_failed`.
+    pub fn abandon_deployment(&mut self, id: &str, timestamp: &str, fx: &mut Effects) {
+        if let Some(d) = self.remove_deployment(id, fx) {
+            self.events.push(
+                json!({"eventType": "deployment_failed", "timestamp": timestamp,
+                "id": d.id, "plan": {"id": d.id, "version": d.version}}),
+            );
+        }
     }
 
     /// The app `id` unless it is gone or being deleted (404).
@@ -789,6 +800,17 @@ impl State {
         self.events.push(json!({"eventType": "status_update_event", "timestamp": iso(now_ms),
             "slaveId": rec.agent_id, "taskId": id, "taskStatus": st.state.as_str(), "message": st.message.clone().unwrap_or_default(),
             "appId": rec.app, "host": rec.host, "ports": rec.ports, "version": rec.version}));
+        if st.state.is_terminal()
+            && st.reason.as_deref()
+                == Some(basalt_api::task::reason::TASK_HEALTH_CHECK_STATUS_UPDATED)
+        {
+            // The agent killed it for failing its health checks (Mesos-native checks).
+            self.events
+                .push(json!({"eventType": "unhealthy_instance_kill_event",
+                "timestamp": iso(now_ms), "appId": rec.app, "taskId": id, "instanceId": id,
+                "version": rec.version, "reason": st.message.clone().unwrap_or_default(),
+                "host": rec.host, "slaveId": rec.agent_id}));
+        }
         let condition = match st.state {
             TaskState::Running => "Running",
             TaskState::Staging => "Staging",

@@ -426,3 +426,58 @@ fn checked_apps_deploy_only_once_healthy_and_forced_deletes_still_finish() {
     s.on_status(&status(&ids[0], TaskState::Killed), 5, &mut fx);
     assert!(s.apps.is_empty(), "forgotten without its deployment");
 }
+
+#[test]
+fn replaced_deployments_fail_and_health_kills_are_reported() {
+    let mut s = State::default();
+    let mut fx = Effects::default();
+    s.put_app(
+        app(r#"{"id":"/web","cmd":"x","cpus":0.1,"mem":16,"instances":2}"#),
+        0,
+        true,
+        false,
+        &mut fx,
+    )
+    .expect("created");
+    let first = s.dep_by_app["/web"].clone();
+    s.events.clear();
+    // A forced update replaces the deployment in flight: Marathon calls that one failed.
+    s.put_app(
+        app(r#"{"id":"/web","cmd":"y","cpus":0.1,"mem":16,"instances":2}"#),
+        10,
+        false,
+        true,
+        &mut fx,
+    )
+    .expect("updated");
+    let failed: Vec<&Value> = s
+        .events
+        .iter()
+        .filter(|e| e["eventType"] == "deployment_failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{:?}", s.events);
+    assert_eq!(failed[0]["id"], json!(first));
+    assert!(s.dep_by_app["/web"] != first);
+
+    let t = launch(&mut s, &offer("a1", "h1", 4.0, "r1"), 20);
+    run_all(&mut s, &t, 30);
+    s.events.clear();
+    let mut st = status(&t[0], TaskState::Killed);
+    st.reason = Some(basalt_api::task::reason::TASK_HEALTH_CHECK_STATUS_UPDATED.into());
+    s.on_status(&st, 40, &mut fx);
+    let kill = s
+        .events
+        .iter()
+        .find(|e| e["eventType"] == "unhealthy_instance_kill_event")
+        .expect("an unhealthy kill event");
+    assert_eq!(kill["appId"], "/web");
+    assert_eq!(kill["taskId"], json!(t[0]));
+    s.events.clear();
+    s.on_status(&status(&t[1], TaskState::Killed), 50, &mut fx);
+    assert!(
+        !s.events
+            .iter()
+            .any(|e| e["eventType"] == "unhealthy_instance_kill_event"),
+        "a plain kill is not a health kill"
+    );
+}
