@@ -885,6 +885,7 @@ async fn group_request(
                 Ok((Ok((v, d)), kills)) => {
                     s.kill(kills).await;
                     s.wake.notify_one();
+                    group_changed(&s, &id, &v);
                     deployment_result(v, d)
                 }
             }
@@ -944,10 +945,20 @@ async fn group_request(
                     ));
                 }
             }
-            put_apps(&s, defs, method == Method::POST, flag(&q, "force")).await
+            let resp = put_apps(&s, defs, method == Method::POST, flag(&q, "force")).await;
+            if resp.status().is_success() {
+                group_changed(&s, &root, &state::iso(now_ms()));
+            }
+            resp
         }
         _ => refuse(Refusal::new(405, "use GET, POST, PUT or DELETE")),
     }
+}
+
+/// Marathon's `group_change_success`, after a group's apps were changed or deleted.
+fn group_changed(s: &Shared, group: &str, version: &str) {
+    let _ = s.events.send(json!({"eventType": "group_change_success",
+        "timestamp": state::iso(now_ms()), "groupId": group, "version": version}));
 }
 
 /// Apps of a group document and its subgroups, with ids made absolute.

@@ -140,6 +140,9 @@ impl Edge {
                 }
                 loop {
                     match s.read_request_body().await {
+                        // A read that held only chunk framing yields nothing; passed on, an
+                        // empty write would end a chunked body early.
+                        Ok(Some(d)) if d.is_empty() => {}
                         Ok(Some(d)) => {
                             if up.write_body(&d).await.is_err() {
                                 b.state.errors.fetch_add(1, Ordering::Relaxed);
@@ -197,6 +200,7 @@ impl Edge {
         let mut ok = true;
         loop {
             match up.read_body_bytes().await {
+                Ok(Some(d)) if d.is_empty() => {}
                 Ok(Some(d)) => {
                     if s.write_response_body(d, false).await.is_err() {
                         ok = false;
@@ -253,6 +257,7 @@ async fn splice(s: &mut ServerSession, up: &mut Upstream) {
     loop {
         tokio::select! {
             d = s.read_request_body() => match d {
+                Ok(Some(d)) if d.is_empty() => {}
                 Ok(Some(d)) => {
                     if up.write_body(&d).await.is_err() {
                         return;
@@ -261,6 +266,7 @@ async fn splice(s: &mut ServerSession, up: &mut Upstream) {
                 _ => return,
             },
             d = up.read_body_bytes() => match d {
+                Ok(Some(d)) if d.is_empty() => {}
                 Ok(Some(d)) => {
                     if s.write_response_body(d, false).await.is_err() {
                         return;

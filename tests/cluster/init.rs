@@ -424,6 +424,12 @@ async fn basalt_app_commands_wait_for_deployments_and_explain_errors() {
     );
 
     // Groups: nested ids, a tree, and deleting a whole group.
+    let mut sse = reqwest::Client::new()
+        .get(format!("{init}/v2/events?event_type=group_change_success"))
+        .header("Accept", "text/event-stream")
+        .send()
+        .await
+        .expect("event stream");
     let (status, body) = send(
         reqwest::Method::POST,
         &format!("{init}/v2/groups"),
@@ -432,6 +438,19 @@ async fn basalt_app_commands_wait_for_deployments_and_explain_errors() {
     )
     .await;
     assert_eq!(status, 201, "{body}");
+    let mut seen = String::new();
+    tokio::time::timeout(secs(10), async {
+        while !seen.contains("\"groupId\":\"/prod\"") {
+            match sse.chunk().await {
+                Ok(Some(c)) => seen.push_str(&String::from_utf8_lossy(&c)),
+                _ => break,
+            }
+        }
+    })
+    .await
+    .expect("a group_change_success event");
+    assert!(seen.contains("event: group_change_success"), "{seen}");
+    drop(sse);
     let tree = get(&format!("{init}/v2/groups/prod")).await;
     assert_eq!(tree["apps"][0]["id"], json!("/prod/web"), "{tree}");
     assert_eq!(tree["groups"][0]["id"], json!("/prod/db"));
