@@ -14,9 +14,9 @@
 mod sim;
 
 use anyhow::{Context, Result, anyhow};
-use basalt_api::agent::{AgentInfo, AgentTask, RegisterAgent, StatusUpdateMessage};
+use basalt_api::agent::{AgentTask, StatusUpdateMessage};
 use basalt_api::task::TaskLaunch;
-use basalt_api::{Client, FrameworkId, RoleResources, TaskId, TaskState, TaskStatus};
+use basalt_api::{Client, FrameworkId, TaskId, TaskState, TaskStatus};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -94,24 +94,7 @@ async fn main() -> Result<()> {
                     status: st,
                 });
             }
-            let reply = client
-                .register_agent(&RegisterAgent {
-                    agent_id: None,
-                    info: AgentInfo {
-                        hostname: "127.0.0.1".into(),
-                        port: 5051,
-                        url: "http://127.0.0.1:5051".into(),
-                        resources: RoleResources::parse("cpus:64;mem:65536;ports:[1024-65535]")?
-                            .to_wire(),
-                        attributes: Default::default(),
-                        version: "bench".into(),
-                        isolation: "none: simulated".into(),
-                    },
-                    tasks,
-                })
-                .await
-                .map_err(|e| anyhow!("register: {e}"))?;
-            let agent = reply.agent_id;
+            let agent = sim::register_agent(&client, tasks).await?;
             let health = |p: u16, healthy: bool| {
                 let mut s = TaskStatus::new(id(p), TaskState::Running, 1.0);
                 s.healthy = Some(healthy);

@@ -15,9 +15,9 @@
 mod sim;
 
 use anyhow::{Context, Result, anyhow};
-use basalt_api::agent::{AgentInfo, AgentTask, RegisterAgent, StatusUpdateMessage};
+use basalt_api::agent::{AgentTask, StatusUpdateMessage};
 use basalt_api::task::TaskLaunch;
-use basalt_api::{Client, FrameworkId, RoleResources, TaskId, TaskState, TaskStatus};
+use basalt_api::{Client, FrameworkId, TaskId, TaskState, TaskStatus};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -113,24 +113,7 @@ async fn main() -> Result<()> {
         });
         seens.push((id, seen));
     }
-    let total = RoleResources::parse("cpus:64;mem:65536;ports:[1024-65535]")?.to_wire();
-    let reply = client
-        .register_agent(&RegisterAgent {
-            agent_id: None,
-            info: AgentInfo {
-                hostname: "127.0.0.1".into(),
-                port: 5051,
-                url: "http://127.0.0.1:5051".into(),
-                resources: total,
-                attributes: Default::default(),
-                version: "bench".into(),
-                isolation: "none: simulated".into(),
-            },
-            tasks,
-        })
-        .await
-        .map_err(|e| anyhow!("register: {e}"))?;
-    let agent = reply.agent_id;
+    let agent = sim::register_agent(&client, tasks).await?;
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut load = Vec::new();

@@ -499,3 +499,13 @@ pub(crate) async fn send(
     let status = r.status().as_u16();
     (status, r.json().await.unwrap_or(serde_json::Value::Null))
 }
+
+/// GET `url` as JSON (the test fails on any error).
+pub(crate) async fn get_json(url: &str) -> serde_json::Value {
+    reqwest::get(url)
+        .await
+        .expect("GET")
+        .json()
+        .await
+        .expect("json")
+}

@@ -3,15 +3,6 @@
 use crate::harness::*;
 use serde_json::{Value, json};
 
-async fn get(url: &str) -> Value {
-    reqwest::get(url)
-        .await
-        .expect("GET")
-        .json()
-        .await
-        .expect("json")
-}
-
 /// Tasks of `/web` once `n` of them run and no deployment is in flight.
 async fn settled(init: &str, n: usize) -> Vec<Value> {
     eventually(&format!("/web settles at {n} running"), secs(60), || {
@@ -95,7 +86,10 @@ async fn init_keeps_apps_running_replaces_failures_and_survives_restart() {
         body["details"].as_array().is_some_and(|d| d.len() >= 3),
         "{body}"
     );
-    assert_eq!(get(&format!("{init}/v2/apps")).await["apps"], json!([]));
+    assert_eq!(
+        get_json(&format!("{init}/v2/apps")).await["apps"],
+        json!([])
+    );
 
     let app = json!({
         "id": "/web",
@@ -213,7 +207,7 @@ async fn init_keeps_apps_running_replaces_failures_and_survives_restart() {
     let mut lowest = u64::MAX;
     let deadline = tokio::time::Instant::now() + secs(90);
     loop {
-        let app = get(&format!("{init}/v2/apps/web")).await["app"].clone();
+        let app = get_json(&format!("{init}/v2/apps/web")).await["app"].clone();
         lowest = lowest.min(app["tasksHealthy"].as_u64().unwrap_or(0));
         let done = app["deployments"].as_array().is_some_and(|d| d.is_empty());
         if done {
@@ -230,7 +224,7 @@ async fn init_keeps_apps_running_replaces_failures_and_survives_restart() {
         "healthy instances dropped to {lowest} during the upgrade"
     );
     let tasks = settled(&init, 3).await;
-    let version = get(&format!("{init}/v2/apps/web")).await["app"]["version"].clone();
+    let version = get_json(&format!("{init}/v2/apps/web")).await["app"]["version"].clone();
     assert!(
         tasks.iter().all(|t| t["version"] == version),
         "all on the new version: {tasks:?}"
@@ -249,7 +243,7 @@ async fn init_keeps_apps_running_replaces_failures_and_survives_restart() {
         .expect("deployment")
         .to_owned();
     tokio::time::sleep(secs(3)).await;
-    let deps = get(&format!("{init}/v2/deployments")).await;
+    let deps = get_json(&format!("{init}/v2/deployments")).await;
     assert!(
         deps.as_array()
             .is_some_and(|d| d.iter().any(|d| d["id"] == json!(stuck))),
@@ -263,7 +257,7 @@ async fn init_keeps_apps_running_replaces_failures_and_survives_restart() {
     .await;
     assert_eq!(status, 200, "rollback: {body}");
     let tasks = settled(&init, 3).await;
-    let app = get(&format!("{init}/v2/apps/web")).await["app"].clone();
+    let app = get_json(&format!("{init}/v2/apps/web")).await["app"].clone();
     assert_eq!(
         app["healthChecks"][0]["path"],
         json!("/"),
@@ -280,7 +274,7 @@ async fn init_keeps_apps_running_replaces_failures_and_survives_restart() {
     .await;
     assert_eq!(status, 200);
     settled(&init, 2).await;
-    let versions = get(&format!("{init}/v2/apps/web/versions")).await;
+    let versions = get_json(&format!("{init}/v2/apps/web/versions")).await;
     assert!(
         versions["versions"]
             .as_array()
@@ -310,7 +304,7 @@ async fn init_keeps_apps_running_replaces_failures_and_survives_restart() {
         }
     })
     .await;
-    assert_eq!(get(&format!("{init}/v2/deployments")).await, json!([]));
+    assert_eq!(get_json(&format!("{init}/v2/deployments")).await, json!([]));
     kill_processes_under(&c.dir);
 }
 
@@ -389,7 +383,7 @@ async fn basalt_app_commands_wait_for_deployments_and_explain_errors() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let app = get(&format!("{init}/v2/apps/cli")).await;
+    let app = get_json(&format!("{init}/v2/apps/cli")).await;
     assert_eq!(
         app["app"]["tasksRunning"],
         json!(2),
@@ -410,7 +404,7 @@ async fn basalt_app_commands_wait_for_deployments_and_explain_errors() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(
-        get(&format!("{init}/v2/apps/cli")).await["app"]["tasksRunning"],
+        get_json(&format!("{init}/v2/apps/cli")).await["app"]["tasksRunning"],
         json!(1)
     );
 
@@ -451,7 +445,7 @@ async fn basalt_app_commands_wait_for_deployments_and_explain_errors() {
     .expect("a group_change_success event");
     assert!(seen.contains("event: group_change_success"), "{seen}");
     drop(sse);
-    let tree = get(&format!("{init}/v2/groups/prod")).await;
+    let tree = get_json(&format!("{init}/v2/groups/prod")).await;
     assert_eq!(tree["apps"][0]["id"], json!("/prod/web"), "{tree}");
     assert_eq!(tree["groups"][0]["id"], json!("/prod/db"));
     assert_eq!(tree["groups"][0]["apps"][0]["id"], json!("/prod/db/pg"));
@@ -463,7 +457,7 @@ async fn basalt_app_commands_wait_for_deployments_and_explain_errors() {
     .await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(
-        get(&format!("{init}/v2/groups/bad")).await["message"],
+        get_json(&format!("{init}/v2/groups/bad")).await["message"],
         json!("Group '/bad' does not exist"),
         "all or nothing"
     );
@@ -496,7 +490,7 @@ async fn basalt_app_commands_wait_for_deployments_and_explain_errors() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(
-        get(&format!("{init}/v2/apps/cli")).await["app"]["tasksRunning"],
+        get_json(&format!("{init}/v2/apps/cli")).await["app"]["tasksRunning"],
         json!(2)
     );
 
@@ -506,6 +500,9 @@ async fn basalt_app_commands_wait_for_deployments_and_explain_errors() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(get(&format!("{init}/v2/apps")).await["apps"], json!([]));
+    assert_eq!(
+        get_json(&format!("{init}/v2/apps")).await["apps"],
+        json!([])
+    );
     kill_processes_under(&c.dir);
 }

@@ -514,12 +514,7 @@ async fn lb_routes_vhosts_paths_app_ids_tcp_and_follows_scaling() {
     );
 
     // A bad label is reported for its app, and nothing else is held back.
-    let stats: Value = reqwest::get(format!("{}/stats", u.lb_stats))
-        .await
-        .expect("stats")
-        .json()
-        .await
-        .expect("json");
+    let stats: Value = get_json(&format!("{}/stats", u.lb_stats)).await;
     let typo = stats["apps"]
         .as_array()
         .and_then(|a| a.iter().find(|a| a["id"] == "/typo").cloned())
@@ -596,12 +591,7 @@ async fn lb_routes_vhosts_paths_app_ids_tcp_and_follows_scaling() {
         metrics.contains("basalt_lb_backend_requests_total{backend=\"site_10701\""),
         "{metrics}"
     );
-    let routes: Value = reqwest::get(format!("{}/routes", u.lb_stats))
-        .await
-        .expect("routes")
-        .json()
-        .await
-        .expect("json");
+    let routes: Value = get_json(&format!("{}/routes", u.lb_stats)).await;
     assert_eq!(
         routes["vhosts"]["site.test"][0]["backend"], "site-api_10702",
         "{routes}"

@@ -1,9 +1,10 @@
 //! What the LB benchmarks share: a task as init would launch it for an app behind the load
 //! balancer, for a simulated agent to report.
 
-use anyhow::Result;
+use anyhow::{Result, anyhow};
+use basalt_api::agent::{AgentInfo, AgentTask, RegisterAgent};
 use basalt_api::task::{CommandInfo, Label, Labels};
-use basalt_api::{AgentId, RoleResources, TaskId, TaskInfo};
+use basalt_api::{AgentId, Client, RoleResources, TaskId, TaskInfo};
 use serde_json::json;
 
 /// A task of app `app` (vhost `vhost`, group external) listening on `port`, with an HTTP
@@ -45,4 +46,25 @@ pub(crate) fn uuid_seq() -> u128 {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     (u128::from(std::process::id()) << 64)
         | u128::from(N.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+}
+
+/// Registers a simulated agent on 127.0.0.1 that already runs `tasks`; returns its id.
+pub(crate) async fn register_agent(client: &Client, tasks: Vec<AgentTask>) -> Result<AgentId> {
+    let reply = client
+        .register_agent(&RegisterAgent {
+            agent_id: None,
+            info: AgentInfo {
+                hostname: "127.0.0.1".into(),
+                port: 5051,
+                url: "http://127.0.0.1:5051".into(),
+                resources: RoleResources::parse("cpus:64;mem:65536;ports:[1024-65535]")?.to_wire(),
+                attributes: Default::default(),
+                version: "bench".into(),
+                isolation: "none: simulated".into(),
+            },
+            tasks,
+        })
+        .await
+        .map_err(|e| anyhow!("register: {e}"))?;
+    Ok(reply.agent_id)
 }
