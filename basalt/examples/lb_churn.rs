@@ -26,6 +26,46 @@ fn ports(s: &str) -> Result<Vec<u16>> {
         .collect()
 }
 
+/// Half the ports serve; on a fixed beat until the end, the oldest serving one rests and
+/// the longest-resting one serves.
+struct Churn {
+    serving: VecDeque<u16>,
+    resting: VecDeque<u16>,
+    every: Duration,
+    next: Instant,
+    end: Instant,
+    changes: u64,
+}
+
+impl Churn {
+    fn new(ports: &[u16], per_min: u32, secs: u64) -> Churn {
+        let every = Duration::from_secs_f64(60.0 / f64::from(per_min.max(1)));
+        let now = Instant::now();
+        Churn {
+            serving: ports[..ports.len() / 2].iter().copied().collect(),
+            resting: ports[ports.len() / 2..].iter().copied().collect(),
+            every,
+            next: now + every,
+            end: now + Duration::from_secs(secs),
+            changes: 0,
+        }
+    }
+
+    /// Waits for the next beat and makes the change: (port out, port in); None at the end.
+    async fn next_change(&mut self) -> Option<(u16, u16)> {
+        if self.next > self.end {
+            return None;
+        }
+        tokio::time::sleep_until(self.next.into()).await;
+        self.next += self.every;
+        let (out, inn) = (self.serving.pop_front()?, self.resting.pop_front()?);
+        self.serving.push_back(inn);
+        self.resting.push_back(out);
+        self.changes += 1;
+        Some((out, inn))
+    }
+}
+
 /// marathon-lb's HAProxy setup: master-worker, listeners handed over the stats socket.
 fn haproxy_cfg(sock: &std::path::Path, listen: u16, serving: &VecDeque<u16>) -> String {
     let mut cfg = format!(
@@ -68,12 +108,7 @@ async fn main() -> Result<()> {
         ),
         other => anyhow::bail!("unknown mode {other}"),
     };
-    let every = Duration::from_secs_f64(60.0 / f64::from(per_min.max(1)));
-    let half = ports.len() / 2;
-    let mut serving: VecDeque<u16> = ports[..half].iter().copied().collect();
-    let mut resting: VecDeque<u16> = ports[half..].iter().copied().collect();
-    let end = Instant::now() + Duration::from_secs(secs);
-    let mut changes = 0u64;
+    let mut churn = Churn::new(&ports, per_min, secs);
     match mode {
         "basalt" => {
             let client = Client::with_timeout(&args[1], Duration::from_secs(30));
@@ -83,7 +118,7 @@ async fn main() -> Result<()> {
             let mut tasks = Vec::new();
             for &p in &ports {
                 let mut st = TaskStatus::new(id(p), TaskState::Running, 1.0);
-                st.healthy = Some(serving.contains(&p));
+                st.healthy = Some(churn.serving.contains(&p));
                 tasks.push(AgentTask {
                     launch: TaskLaunch {
                         framework_id: fw.clone(),
@@ -105,16 +140,7 @@ async fn main() -> Result<()> {
                     status: s,
                 }
             };
-            let mut next = Instant::now() + every;
-            while Instant::now() < end {
-                if next > end {
-                    break;
-                }
-                tokio::time::sleep_until(next.into()).await;
-                next += every;
-                let (Some(out), Some(inn)) = (serving.pop_front(), resting.pop_front()) else {
-                    break;
-                };
+            while let Some((out, inn)) = churn.next_change().await {
                 client
                     .send_status(&agent, &health(inn, true))
                     .await
@@ -123,41 +149,26 @@ async fn main() -> Result<()> {
                     .send_status(&agent, &health(out, false))
                     .await
                     .map_err(|e| anyhow!("status: {e}"))?;
-                serving.push_back(inn);
-                resting.push_back(out);
-                changes += 1;
             }
         }
         _ => {
             let cfg = std::path::PathBuf::from(&args[1]);
             let pid: i32 = args[2].parse()?;
             let listen: u16 = args[3].parse()?;
-            let mut next = Instant::now() + every;
-            while Instant::now() < end {
-                if next > end {
-                    break;
-                }
-                tokio::time::sleep_until(next.into()).await;
-                next += every;
-                let (Some(out), Some(inn)) = (serving.pop_front(), resting.pop_front()) else {
-                    break;
-                };
-                serving.push_back(inn);
-                resting.push_back(out);
+            while churn.next_change().await.is_some() {
                 let tmp = cfg.with_extension("tmp");
                 std::fs::write(
                     &tmp,
-                    haproxy_cfg(&cfg.with_extension("sock"), listen, &serving),
+                    haproxy_cfg(&cfg.with_extension("sock"), listen, &churn.serving),
                 )?;
                 std::fs::rename(&tmp, &cfg)?;
                 // SAFETY: kill(2) asking HAProxy's master process to reload (SIGUSR2).
                 unsafe {
                     libc::kill(pid, libc::SIGUSR2);
                 }
-                changes += 1;
             }
         }
     }
-    println!("{mode}: {changes} backend changes in {secs} s");
+    println!("{mode}: {} backend changes in {secs} s", churn.changes);
     Ok(())
 }
