@@ -11,7 +11,7 @@ cargo build --release -q -p basalt --bin basalt
 BIN=$CARGO_TARGET_DIR/release/basalt
 W=$(mktemp -d)
 base=$((20000 + RANDOM % 20000))
-"$BIN" up --data-dir "$W" --master-port "$base" --agent-port $((base + 1)) --init-port $((base + 2)) --no-dns \
+"$BIN" up --data-dir "$W" --master-port "$base" --agent-port $((base + 1)) --init-port $((base + 2)) --no-dns --no-universe \
   --resources "cpus:64;mem:65536;disk:10000;ports:[31000-32000]" --ready-file "$W/ready" >"$W/up.log" 2>&1 &
 pid=$!
 # Tasks outlive `basalt up` by design (an agent restart must not kill them): end them by

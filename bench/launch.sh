@@ -18,7 +18,7 @@ for round in $(seq 1 "$ROUNDS"); do
   dir=$(mktemp -d)
   mport=$((20000 + RANDOM % 20000)); aport=$((mport + 1))
   "$BIN" up --data-dir "$dir" --master-port "$mport" --agent-port "$aport" \
-    --no-dns --no-init --ready-file "$dir/ready.json" >"$dir/up.log" 2>&1 &
+    --no-dns --no-init --no-universe --ready-file "$dir/ready.json" >"$dir/up.log" 2>&1 &
   pid=$!
   trap 'kill $pid 2>/dev/null || true' EXIT
   for _ in $(seq 1 200); do [ -s "$dir/ready.json" ] && break; sleep 0.1; done

@@ -48,7 +48,7 @@ trap cleanup EXIT
 
 base=$((20000 + RANDOM % 20000))
 MASTER=$base LBP=$((base + 1)) LBS=$((base + 2)) LBA=$((base + 3)) HAP=$((base + 4)) NGX=$((base + 5)) INIT=$((base + 6))
-BASALT_LOG=warn "$BIN" up --data-dir "$W/up" --master-port "$MASTER" --agent-port 0 --no-dns --no-lb \
+BASALT_LOG=warn "$BIN" up --data-dir "$W/up" --master-port "$MASTER" --agent-port 0 --no-dns --no-lb --no-universe \
   --init-port "$INIT" --resources "cpus:4;mem:4096;disk:100;ports:[$((base + 100))-$((base + 200))]" \
   --ready-file "$W/up.ready" >"$W/up.log" 2>&1 & pids+=($!)
 for _ in $(seq 1 100); do [ -s "$W/up.ready" ] && break; sleep 0.1; done

@@ -488,6 +488,55 @@ pub(crate) struct UpArgs {
     init: InitFlags,
     #[command(flatten)]
     lb: LbFlags,
+    #[command(flatten)]
+    universe: UniverseFlags,
+}
+
+#[derive(Args, Clone)]
+pub(crate) struct UniverseFlags {
+    /// Port of the package API (Cosmos `/package/*`).
+    #[arg(long, default_value_t = 7070)]
+    universe_port: u16,
+    /// Run no package universe.
+    #[arg(long)]
+    no_universe: bool,
+    /// Accept package repositories added without a pinned root key, unverified. Off by
+    /// default; for clients that cannot pass `--allow-unsigned` (`dcos package repo add`).
+    #[arg(long)]
+    universe_allow_unsigned: bool,
+    /// Do not build and list the built-in signed repository.
+    #[arg(long)]
+    no_builtin_repo: bool,
+    /// How long a verified repository is reused before it is fetched and checked again.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    universe_repo_cache: Duration,
+    /// init's Marathon API, when init is not one of this node's roles.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    universe_init_url: String,
+}
+
+async fn start_universe(
+    dir: &Path,
+    ip: &str,
+    f: &UniverseFlags,
+    init_url: &str,
+    token: &CancellationToken,
+) -> Result<basalt_universe::Running> {
+    let cfg = basalt_universe::Config {
+        ip: ip.to_owned(),
+        port: f.universe_port,
+        dir: dir.join("universe"),
+        init_url: init_url.to_owned(),
+        allow_unsigned: f.universe_allow_unsigned,
+        builtin: !f.no_builtin_repo,
+        cache_for: f.universe_repo_cache,
+    };
+    let deps = basalt_universe::Deps {
+        shutdown: token.clone(),
+    };
+    basalt_universe::start(cfg, deps)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e} (use --universe-port, or --no-universe)"))
 }
 
 #[derive(Args)]
@@ -597,6 +646,7 @@ pub(crate) enum Role {
     Dns,
     Init,
     Lb,
+    Universe,
 }
 
 #[derive(Args)]
@@ -612,7 +662,14 @@ pub(crate) struct NodeArgs {
 }
 
 pub(crate) async fn up(a: UpArgs) -> Result<()> {
-    let all = [Role::Master, Role::Agent, Role::Dns, Role::Init, Role::Lb];
+    let all = [
+        Role::Master,
+        Role::Agent,
+        Role::Dns,
+        Role::Init,
+        Role::Lb,
+        Role::Universe,
+    ];
     run_roles(a, &all, None).await
 }
 
@@ -622,7 +679,7 @@ pub(crate) async fn up(a: UpArgs) -> Result<()> {
 pub(crate) async fn node(a: NodeArgs) -> Result<()> {
     if a.roles.is_empty() {
         anyhow::bail!(
-            "basalt node: give --roles (master,agent,dns,init,lb) to run, or a subcommand (list)"
+            "basalt node: give --roles (master,agent,dns,init,lb,universe) to run, or a subcommand (list)"
         );
     }
     let master =
@@ -632,7 +689,7 @@ pub(crate) async fn node(a: NodeArgs) -> Result<()> {
 
 async fn run_roles(a: UpArgs, roles: &[Role], remote_master: Option<String>) -> Result<()> {
     let has = |r: Role| roles.contains(&r);
-    let is_up = remote_master.is_none() && roles.len() == 5;
+    let is_up = remote_master.is_none() && roles.len() == 6;
     let dir = a.data.resolve();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let token = CancellationToken::new();
@@ -699,12 +756,27 @@ async fn run_roles(a: UpArgs, roles: &[Role], remote_master: Option<String>) -> 
         .as_ref()
         .map(|r| format!("http://{}", r.addr))
         .unwrap_or_default();
+    let universe = if a.universe.no_universe || !has(Role::Universe) {
+        None
+    } else {
+        let target = if init.is_some() {
+            init_url.clone()
+        } else {
+            a.universe.universe_init_url.clone()
+        };
+        Some(start_universe(&dir, &a.ip, &a.universe, &target, &token).await?)
+    };
+    let universe_url = universe
+        .as_ref()
+        .map(|r| format!("http://{}", r.addr))
+        .unwrap_or_default();
     let (dns_addr, dns_http) = match &dns {
         Some(r) => (r.dns_addr.to_string(), format!("http://{}", r.http_addr)),
         None => (String::new(), String::new()),
     };
     let mut ready = serde_json::json!({"master": master_url, "agent": agent_url, "data_dir": dir,
-                           "dns": dns_addr, "dns_http": dns_http, "init": init_url});
+                           "dns": dns_addr, "dns_http": dns_http, "init": init_url,
+                           "universe": universe_url});
     if let (Some(r), Some(m)) = (&lb, ready.as_object_mut())
         && let serde_json::Value::Object(l) = lb_ready(r)
     {
@@ -735,6 +807,9 @@ async fn run_roles(a: UpArgs, roles: &[Role], remote_master: Option<String>) -> 
             l.http_addr, l.ops_addr
         );
     }
+    if universe.is_some() {
+        eprintln!("  universe: {universe_url}   (Cosmos API: basalt package search)");
+    }
     eprintln!("  data dir: {}", dir.display());
     if is_up {
         eprintln!("Try: basalt run -- echo hello   |   basalt node list   |   Ctrl-C to stop");
@@ -763,6 +838,9 @@ async fn run_roles(a: UpArgs, roles: &[Role], remote_master: Option<String>) -> 
     }
     if let Some(l) = lb {
         l.wait().await;
+    }
+    if let Some(u) = universe {
+        u.tasks.wait().await;
     }
     result
 }

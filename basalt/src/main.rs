@@ -1,5 +1,5 @@
 //! The one `basalt` binary: daemons (`basalt up`, `basalt master`, `basalt agent`) and the
-//! user CLI (`basalt node list`, `basalt task list|log`, `basalt run`).
+//! user CLI (`basalt node list`, `basalt task list|log`, `basalt run`, `basalt package`).
 //!
 //! Owns: flags, environment, config files, logging, process signals, output formatting.
 //! Never: holds business logic; every decision is in a component crate.
@@ -9,6 +9,7 @@
 mod apps;
 mod cli;
 mod daemon;
+mod packages;
 
 use clap::{Parser, Subcommand};
 
@@ -67,6 +68,18 @@ enum Cmd {
         #[command(flatten)]
         g: apps::InitArgs,
     },
+    /// Packages from the signed universe (the Cosmos API): search, install, list, uninstall.
+    Package {
+        #[command(subcommand)]
+        cmd: packages::PackageCmd,
+        #[command(flatten)]
+        g: packages::PackageArgs,
+    },
+    /// Build, sign and serve a package repository.
+    Universe {
+        #[command(subcommand)]
+        cmd: packages::UniverseCmd,
+    },
 }
 
 // The proxy path allocates per request (headers, buffers); glibc's malloc was ~10 % of the
@@ -116,6 +129,8 @@ fn main() {
             Cmd::Node { cmd: None, run } => daemon::node(*run).await.map(|()| 0),
             Cmd::App { cmd, g } => apps::app(cmd, g).await.map(|()| 0),
             Cmd::Deployment { cmd, g } => apps::deployment(cmd, g).await.map(|()| 0),
+            Cmd::Package { cmd, g } => packages::package(cmd, g).await.map(|()| 0),
+            Cmd::Universe { cmd } => packages::universe(cmd).await.map(|()| 0),
             Cmd::Task { cmd } => cli::task(cmd).await.map(|()| 0),
             Cmd::Run(a) => cli::run(a).await,
         };

@@ -101,6 +101,7 @@ async fn dns_follows_tasks_and_forwards_other_names() {
         "0",
         "--no-init",
         "--no-lb",
+        "--no-universe",
         "--dns-upstream",
         &format!("127.0.0.1:{up_port}"),
         "--allocation-interval",

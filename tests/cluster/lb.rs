@@ -49,6 +49,7 @@ async fn up_with(name: &str, ports: &str, extra: &[String]) -> Up {
         "--agent-port",
         "0",
         "--no-dns",
+        "--no-universe",
         "--init-port",
         "0",
         "--lb-http-port",

@@ -5,6 +5,7 @@ mod dns;
 mod harness;
 mod init;
 mod lb;
+mod universe;
 
 use basalt_api::TaskState;
 use basalt_api::scheduler::{Call, CallType, Reconcile};
@@ -473,6 +474,8 @@ async fn basalt_up_serves_a_cluster_and_recovers_it_on_the_same_data_dir() {
         "--dns-http-port".into(),
         "0".into(),
         "--init-port".into(),
+        "0".into(),
+        "--universe-port".into(),
         "0".into(),
         "--lb-http-port".into(),
         "0".into(),
