@@ -715,12 +715,31 @@ async fn universe_trusts_only_what_verifies() {
     assert_eq!(state[1]["trust"]["root"]["signed"]["version"], 2, "{state}");
 
     // The same index served without metadata: only with an explicit --allow-unsigned.
-    let plain = work.join("plain");
+    let plain = repo.join("plain");
     std::fs::create_dir_all(&plain).expect("dir");
     std::fs::copy(repo.join("repo.json"), plain.join("repo.json")).expect("copy");
-    let plain_uri = format!("file://{}/repo.json", plain.display());
+    let plain_uri = format!("http://127.0.0.1:{port}/plain/repo.json");
     let o = cli(&u, &["package", "repo", "add", "plain", &plain_uri]);
     assert_eq!(o.status.code(), Some(1));
+    // A file:// URI would make the server read its own files for any caller: refused.
+    let file_uri = format!("file://{}/repo.json", plain.display());
+    let o = cli(
+        &u,
+        &[
+            "package",
+            "repo",
+            "add",
+            "local",
+            &file_uri,
+            "--allow-unsigned",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        text(&o.stderr).contains("UnsupportedRepositoryUri"),
+        "{}",
+        text(&o.stderr)
+    );
     let o = cli(
         &u,
         &[

@@ -76,7 +76,7 @@ impl From<RepoError> for CosmosError {
             | RepoError::ArchivePackage { .. } => "RepositoryVerificationFailed",
             RepoError::Fetch { .. } => "RepositoryUriConnection",
             RepoError::BadIndex { .. } => "IndexNotFound",
-            RepoError::BadUri(_) => "UnsupportedRepositoryUri",
+            RepoError::BadUri(_) | RepoError::Https(_) => "UnsupportedRepositoryUri",
         };
         CosmosError::new(StatusCode::BAD_REQUEST, kind, e.to_string())
     }
@@ -111,6 +111,8 @@ pub struct Config {
     /// How long a verified repository is reused before it is fetched and verified again
     /// (Cosmos: one minute).
     pub cache_for: Duration,
+    /// Let `repository/add` take `file://` URIs (local tooling only).
+    pub allow_file_uris: bool,
 }
 
 pub(crate) struct Universe {
@@ -150,11 +152,12 @@ impl Universe {
 
     /// Every repository's verified content, in order. Fails if any repository fails
     /// verification: a repository that cannot prove its content contributes nothing.
+    /// The list lock is not held while fetching, so a slow repository never blocks
+    /// `repository/list` or `repository/delete` (the way out of a bad repository).
     async fn load_all(&self) -> Result<Vec<(RepoSpec, Arc<Loaded>)>, CosmosError> {
-        let mut repos = self.repos.lock().await;
-        let mut out = Vec::with_capacity(repos.len());
-        let mut changed = false;
-        for spec in repos.iter_mut() {
+        let specs = self.repos.lock().await.clone();
+        let mut out = Vec::with_capacity(specs.len());
+        for spec in specs {
             let cached = self
                 .cache
                 .lock()
@@ -168,12 +171,8 @@ impl Universe {
                     for s in &l.skipped {
                         tracing::warn!(repo = %spec.name, skipped = %s, "index entry skipped");
                     }
-                    if l.trust.is_some()
-                        && serde_json::to_value(&l.trust).ok()
-                            != serde_json::to_value(&spec.trust).ok()
-                    {
-                        spec.trust = l.trust.clone();
-                        changed = true;
+                    if l.trust.is_some() && !same_trust(&l.trust, &spec.trust) {
+                        self.commit_trust(&spec, &l.trust).await?;
                     }
                     self.cache
                         .lock()
@@ -182,55 +181,94 @@ impl Universe {
                     l
                 }
             };
-            out.push((spec.clone(), loaded));
-        }
-        if changed {
-            self.save(&repos)?;
+            out.push((spec, loaded));
         }
         Ok(out)
     }
 
-    /// The package `name` (at `version`, or its newest release) from the first repository
-    /// that has the name.
+    /// Persists what a load verified, onto the repository it was loaded from as it was
+    /// then: if the list changed meanwhile (removed, re-added, or a newer load committed
+    /// first) nothing is written, so the remembered versions never go back.
+    async fn commit_trust(
+        &self,
+        from: &RepoSpec,
+        trust: &Option<crate::tuf::Trust>,
+    ) -> Result<(), CosmosError> {
+        let mut repos = self.repos.lock().await;
+        let Some(i) = repos.iter().position(|r| {
+            r.name == from.name && r.uri == from.uri && same_trust(&r.trust, &from.trust)
+        }) else {
+            return Ok(());
+        };
+        let mut next = repos.clone();
+        next[i].trust = trust.clone();
+        self.save(&next)?;
+        *repos = next;
+        Ok(())
+    }
+
+    /// The package `name` at `version` (or its newest version) over all repositories;
+    /// where two repositories hold the same name and version, the earlier one wins.
     async fn find(
         &self,
         name: &str,
         version: Option<&str>,
     ) -> Result<(RepoSpec, Arc<Loaded>, Package), CosmosError> {
-        for (spec, loaded) in self.load_all().await? {
-            let mut candidates: Vec<&Package> = loaded
-                .packages
-                .iter()
-                .filter(|p| p.name() == name)
-                .collect();
-            if candidates.is_empty() {
-                continue;
-            }
-            candidates.sort_by_key(|p| p.release_version());
-            let pick = match version {
-                None => candidates.last().copied(),
-                Some(v) => candidates.iter().copied().find(|p| p.version() == v),
-            };
-            let Some(p) = pick.cloned() else {
-                return Err(CosmosError::new(
-                    StatusCode::BAD_REQUEST,
-                    "VersionNotFound",
-                    format!(
-                        "Version [{}] of package [{name}] not found",
-                        version.unwrap_or("")
-                    ),
-                )
-                .data(json!({"packageName": name, "packageVersion": version})));
-            };
-            return Ok((spec, loaded, p));
+        let all = self.load_all().await?;
+        let candidates: Vec<(usize, &Package)> = merged(&all)
+            .into_iter()
+            .filter(|(_, p)| p.name() == name)
+            .collect();
+        if candidates.is_empty() {
+            return Err(CosmosError::new(
+                StatusCode::BAD_REQUEST,
+                "PackageNotFound",
+                format!("Package [{name}] not found"),
+            )
+            .data(json!({"packageName": name})));
         }
-        Err(CosmosError::new(
-            StatusCode::BAD_REQUEST,
-            "PackageNotFound",
-            format!("Package [{name}] not found"),
-        )
-        .data(json!({"packageName": name})))
+        let pick = match version {
+            Some(v) => candidates.iter().find(|(_, p)| p.version() == v),
+            None => candidates.iter().max_by(|a, b| newer(a.1, b.1)),
+        };
+        let Some((ri, p)) = pick else {
+            return Err(CosmosError::new(
+                StatusCode::BAD_REQUEST,
+                "VersionNotFound",
+                format!(
+                    "Version [{}] of package [{name}] not found",
+                    version.unwrap_or("")
+                ),
+            )
+            .data(json!({"packageName": name, "packageVersion": version})));
+        };
+        let (spec, loaded) = &all[*ri];
+        Ok((spec.clone(), loaded.clone(), (*p).clone()))
     }
+}
+
+fn same_trust(a: &Option<crate::tuf::Trust>, b: &Option<crate::tuf::Trust>) -> bool {
+    serde_json::to_value(a).ok() == serde_json::to_value(b).ok()
+}
+
+/// Every (name, version) once, tagged with the index of the repository it comes from:
+/// the earliest repository holding it wins (Cosmos' merge).
+fn merged(all: &[(RepoSpec, Arc<Loaded>)]) -> Vec<(usize, &Package)> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out = Vec::new();
+    for (ri, (_, loaded)) in all.iter().enumerate() {
+        for p in &loaded.packages {
+            if seen.insert((p.name(), p.version())) {
+                out.push((ri, p));
+            }
+        }
+    }
+    out
+}
+
+/// Version order; the release number breaks ties within one repository.
+fn newer(a: &Package, b: &Package) -> std::cmp::Ordering {
+    compare_versions(a.version(), b.version()).then(a.release_version().cmp(&b.release_version()))
 }
 
 fn internal(e: impl std::fmt::Display) -> CosmosError {
@@ -375,8 +413,8 @@ async fn capabilities() -> Response {
     r
 }
 
-/// Cosmos' query: a case-insensitive substring of name, description or a tag, where `*`
-/// matches anything.
+/// Cosmos' query: a case-insensitive substring of the name, the description or a tag; a
+/// query with `*` must match one of them whole, `*` standing for anything.
 fn matches_query(p: &Package, query: &str) -> bool {
     let q = query.to_lowercase();
     if q.is_empty() {
@@ -386,12 +424,21 @@ fn matches_query(p: &Package, query: &str) -> bool {
         .chain(std::iter::once(p.description().to_lowercase()))
         .chain(p.tags().into_iter().map(str::to_lowercase))
         .collect();
-    hay.iter().any(|h| glob_contains(h, &q))
+    if q.contains('*') {
+        hay.iter().any(|h| glob_whole(h, &q))
+    } else {
+        hay.iter().any(|h| h.contains(&q))
+    }
 }
 
-fn glob_contains(hay: &str, pattern: &str) -> bool {
-    let mut rest = hay;
-    for part in pattern.split('*').filter(|p| !p.is_empty()) {
+fn glob_whole(hay: &str, pattern: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let (first, last) = (parts[0], parts[parts.len() - 1]);
+    if hay.len() < first.len() + last.len() || !hay.starts_with(first) || !hay.ends_with(last) {
+        return false;
+    }
+    let mut rest = &hay[first.len()..hay.len() - last.len()];
+    for part in &parts[1..parts.len() - 1] {
         match rest.find(part) {
             Some(at) => rest = &rest[at + part.len()..],
             None => return false,
@@ -404,21 +451,18 @@ async fn search(AxState(u): Ctx, headers: HeaderMap, body: Bytes) -> Result<Resp
     let v = negotiate(&headers, "package.search", &["v1"])?;
     let req = parse_body(&body)?;
     let query = opt_str(&req, "query")?.unwrap_or("");
-    // The first repository holding a name owns it (as for installs); its versions only.
-    let mut by_name: Vec<(String, usize, Vec<Package>)> = Vec::new();
-    for (ri, (_, loaded)) in u.load_all().await?.iter().enumerate() {
-        for p in &loaded.packages {
-            match by_name.iter_mut().find(|(n, _, _)| n == p.name()) {
-                Some((_, owner, list)) if *owner == ri => list.push(p.clone()),
-                Some(_) => {}
-                None => by_name.push((p.name().to_string(), ri, vec![p.clone()])),
-            }
+    let all = u.load_all().await?;
+    let mut by_name: Vec<(String, Vec<Package>)> = Vec::new();
+    for (_, p) in merged(&all) {
+        match by_name.iter_mut().find(|(n, _)| n == p.name()) {
+            Some((_, list)) => list.push(p.clone()),
+            None => by_name.push((p.name().to_string(), vec![p.clone()])),
         }
     }
     let mut results: Vec<Value> = by_name
         .into_iter()
-        .filter_map(|(name, _, mut versions)| {
-            versions.sort_by_key(Package::release_version);
+        .filter_map(|(name, mut versions)| {
+            versions.sort_by(newer);
             let newest = versions.last()?.clone();
             if !versions.iter().any(|p| matches_query(p, query)) {
                 return None;
@@ -480,13 +524,14 @@ async fn list_versions(
     let v = negotiate(&headers, "package.list-versions", &["v1"])?;
     let req = parse_body(&body)?;
     let name = req_str(&req, "packageName")?;
-    let (_, loaded, _) = u.find(name, None).await?;
-    let mut versions: Vec<&Package> = loaded
-        .packages
-        .iter()
+    u.find(name, None).await?;
+    let all = u.load_all().await?;
+    let mut versions: Vec<&Package> = merged(&all)
+        .into_iter()
+        .map(|(_, p)| p)
         .filter(|p| p.name() == name)
         .collect();
-    versions.sort_by(|a, b| compare_versions(a.version(), b.version()));
+    versions.sort_by(|a, b| newer(a, b));
     let results: Map<String, Value> = versions
         .iter()
         .map(|p| {
@@ -803,11 +848,23 @@ async fn repo_add(
         trust: None,
     };
     crate::repo::split_uri(&uri)?;
+    // A file:// repository would let any caller of this API make the server read its
+    // local files; the built-in repository is local, but never added through here.
+    if uri.starts_with("file://") && !u.cfg.allow_file_uris {
+        return Err(CosmosError::new(
+            StatusCode::BAD_REQUEST,
+            "UnsupportedRepositoryUri",
+            format!(
+                "{uri}: file:// repositories cannot be added through the API; \
+                 serve it over http:// (basalt universe serve)"
+            ),
+        ));
+    }
     {
         let repos = u.repos.lock().await;
         if repos.iter().any(|r| r.name == name || r.uri == uri) {
             return Err(CosmosError::new(
-                StatusCode::CONFLICT,
+                StatusCode::BAD_REQUEST,
                 "RepositoryAlreadyPresent",
                 format!("Repository name [{name}] or URI [{uri}] is already present"),
             )
@@ -819,7 +876,7 @@ async fn repo_add(
     let mut repos = u.repos.lock().await;
     if repos.iter().any(|r| r.name == name || r.uri == uri) {
         return Err(CosmosError::new(
-            StatusCode::CONFLICT,
+            StatusCode::BAD_REQUEST,
             "RepositoryAlreadyPresent",
             format!("Repository name [{name}] or URI [{uri}] is already present"),
         ));
@@ -829,10 +886,11 @@ async fn repo_add(
         Some(i) => match i.as_u64() {
             Some(i) if (i as usize) <= repos.len() => i as usize,
             _ => {
-                return Err(CosmosError::bad(format!(
-                    "\"index\" must be between 0 and {}",
-                    repos.len()
-                )));
+                return Err(CosmosError::new(
+                    StatusCode::BAD_REQUEST,
+                    "RepositoryAddIndexOutOfBounds",
+                    format!("\"index\" must be between 0 and {}", repos.len()),
+                ));
             }
         },
     };
@@ -951,10 +1009,12 @@ mod tests {
             "version":"1","maintainer":"m","description":"A tiny Web server","tags":["http"],
             "releaseVersion":0}))
         .expect("pkg");
-        for q in ["", "hello", "HELLO", "web", "http", "h*o-w", "*world"] {
+        for q in [
+            "", "hello", "HELLO", "web", "http", "h*o-w*", "*world", "hello*", "ht*p",
+        ] {
             assert!(matches_query(&p, q), "{q}");
         }
-        for q in ["kafka", "w*h"] {
+        for q in ["kafka", "w*h", "h*o-w", "*hello"] {
             assert!(!matches_query(&p, q), "{q}");
         }
     }

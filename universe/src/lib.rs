@@ -100,6 +100,7 @@ pub async fn start(cfg: Config, deps: Deps) -> Result<Running, UniverseError> {
         default_repos: defaults,
         serve,
         cache_for: cfg.cache_for,
+        allow_file_uris: false,
     })
     .map_err(UniverseError::State)?;
     tracing::info!(%addr, builtin = cfg.builtin, "universe (Cosmos API) listening");

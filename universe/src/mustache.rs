@@ -31,7 +31,18 @@ pub enum TemplateError {
     Partial { line: usize, name: String },
     #[error("line {line}: empty tag")]
     EmptyTag { line: usize },
+    #[error("line {line}: sections nest deeper than {MAX_DEPTH}")]
+    TooDeep { line: usize },
+    #[error("the template renders to more than {MAX_OUTPUT} bytes")]
+    TooLarge,
 }
+
+/// Real templates nest sections two or three deep; the cap keeps a hostile one from
+/// exhausting the stack of the process that parses it.
+pub const MAX_DEPTH: usize = 64;
+/// A Marathon app definition is a few KiB; loops over option arrays must not grow without
+/// bound.
+pub const MAX_OUTPUT: usize = 8 << 20;
 
 #[derive(Debug, Clone)]
 enum Node {
@@ -60,7 +71,13 @@ impl Template {
         let mut stack: Vec<(String, usize, Vec<Node>, bool, usize)> = Vec::new();
         let mut nodes: Vec<Node> = Vec::new();
         let mut pos = 0;
-        let line_of = |at: usize| src[..at].matches('\n').count() + 1;
+        // Lines are counted as the parser moves, so a long template costs one pass.
+        let (mut counted_to, mut counted_line) = (0usize, 1usize);
+        let mut line_of = |at: usize| {
+            counted_line += src[counted_to..at].matches('\n').count();
+            counted_to = at;
+            counted_line
+        };
         while pos < src.len() {
             let Some(rel) = src[pos..].find(open.as_str()) else {
                 push_text(current(&mut stack, &mut nodes), &src[pos..]);
@@ -86,6 +103,9 @@ impl Template {
             let inner = &src[inner_start..inner_start + rel_end];
             let after = inner_start + rel_end + end_delim.len();
             let line = line_of(tag_start);
+            if stack.len() >= MAX_DEPTH {
+                return Err(TemplateError::TooDeep { line });
+            }
             let body = inner.trim();
             if triple {
                 current(&mut stack, &mut nodes).push(Node::Var(name_of(body, line)?));
@@ -167,14 +187,17 @@ impl Template {
     }
 
     /// Renders against `ctx` (the merged options with `resource`).
-    pub fn render(&self, ctx: &Value) -> String {
+    pub fn render(&self, ctx: &Value) -> Result<String, TemplateError> {
         let mut out = String::new();
         let mut stack = vec![Frame {
             value: ctx,
             in_array: false,
         }];
         render_nodes(&self.nodes, &mut stack, &mut out);
-        out
+        if out.len() > MAX_OUTPUT {
+            return Err(TemplateError::TooLarge);
+        }
+        Ok(out)
     }
 }
 
@@ -245,11 +268,15 @@ fn write_value(f: Frame<'_>, out: &mut String) {
         Value::Bool(b) => {
             let _ = write!(out, "{b}");
         }
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => {
+        // Whole numbers print without a fraction (`1.0` as `1`), as Cosmos converts them.
+        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => {
                 let _ = write!(out, "{i}");
             }
-            None => {
+            (None, Some(f)) if f.fract() == 0.0 && f.abs() < 9.0e15 => {
+                let _ = write!(out, "{}", f as i64);
+            }
+            _ => {
                 let _ = write!(out, "{n}");
             }
         },
@@ -267,6 +294,9 @@ fn write_value(f: Frame<'_>, out: &mut String) {
 
 fn render_nodes<'a>(nodes: &'a [Node], stack: &mut Vec<Frame<'a>>, out: &mut String) {
     for node in nodes {
+        if out.len() > MAX_OUTPUT {
+            return;
+        }
         match node {
             Node::Text(t) => out.push_str(t),
             Node::Var(name) => {
@@ -325,7 +355,10 @@ mod tests {
     use serde_json::json;
 
     fn render(t: &str, ctx: Value) -> String {
-        Template::parse(t).expect("parses").render(&ctx)
+        Template::parse(t)
+            .expect("parses")
+            .render(&ctx)
+            .expect("renders")
     }
 
     #[test]
@@ -379,6 +412,29 @@ mod tests {
             ),
             r#"{"env":{"A":"1"},"l":[1,2]}"#
         );
+    }
+
+    #[test]
+    fn hostile_templates_are_errors_not_crashes() {
+        let deep = "{{#a}}".repeat(300_000);
+        assert!(matches!(
+            Template::parse(&deep),
+            Err(TemplateError::TooDeep { line: 1 })
+        ));
+        // 10 x 10 x 10 x ... over a 10-element list grows past the output cap.
+        let t = Template::parse(&"{{#l}}".repeat(8).to_string().add_closes(8)).expect("parses");
+        let ctx = json!({"l": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]});
+        assert_eq!(t.render(&ctx), Err(TemplateError::TooLarge));
+        assert_eq!(render("{{x}}", json!({"x": 2.0})), "2");
+    }
+
+    trait Closes {
+        fn add_closes(self, n: usize) -> String;
+    }
+    impl Closes for String {
+        fn add_closes(self, n: usize) -> String {
+            format!("{self}xxxxxxxxxx{}", "{{/l}}".repeat(n))
+        }
     }
 
     #[test]

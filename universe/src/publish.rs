@@ -71,7 +71,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PublishError> {
         "{}.tmp",
         path.extension().and_then(|e| e.to_str()).unwrap_or("")
     ));
-    std::fs::write(&tmp, bytes).map_err(io(&tmp))?;
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(bytes).map_err(io(&tmp))?;
+        // On disk before the rename, so a crash leaves the old file or the new, never an
+        // empty one.
+        f.sync_all().map_err(io(&tmp))?;
+    }
     std::fs::rename(&tmp, path).map_err(io(path))
 }
 
@@ -126,6 +133,15 @@ pub fn init(
     if root_keys == 0 || threshold == 0 || threshold as usize > root_keys {
         return Err(PublishError::Invalid(format!(
             "a threshold of {threshold} of {root_keys} root keys cannot be met"
+        )));
+    }
+    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    if abs(keys).starts_with(abs(repo)) {
+        return Err(PublishError::Invalid(format!(
+            "the keys directory {} is inside the repository {}: everything there is published; \
+             keep keys elsewhere",
+            keys.display(),
+            repo.display()
         )));
     }
     if repo.join("1.root.json").exists() {
@@ -190,13 +206,11 @@ pub fn add_files(
     label: &str,
 ) -> Result<Package, PublishError> {
     let label = label.to_string();
-    let existing = read_archives(repo)?;
     let probe =
         Package::from_files(&files, 0).map_err(|e| PublishError::Package(label.clone(), e))?;
-    let same_name: Vec<&Package> = existing
-        .iter()
-        .filter(|p| p.name() == probe.name())
-        .collect();
+    // Only this name's releases: adding to a repository of thousands stays one small read.
+    let existing = read_archives_under(repo, Some(probe.name()))?;
+    let same_name: Vec<&Package> = existing.iter().collect();
     if let Some(dup) = same_name.iter().find(|p| p.version() == probe.version()) {
         return Err(PublishError::Invalid(format!(
             "{} {} is already in the repository (release {}); give the new one a new version",
@@ -237,8 +251,17 @@ pub fn add_files(
 
 /// Every archive in the repository, read and checked, sorted by name and release.
 pub fn read_archives(repo: &Path) -> Result<Vec<Package>, PublishError> {
+    read_archives_under(repo, None)
+}
+
+fn read_archives_under(repo: &Path, name: Option<&str>) -> Result<Vec<Package>, PublishError> {
+    parse_archives(&archive_files(repo, name)?)
+}
+
+fn parse_archives(archives: &[(String, Vec<u8>)]) -> Result<Vec<Package>, PublishError> {
     let mut out = Vec::new();
-    for (rel, bytes) in archive_files(repo)? {
+    for (rel, bytes) in archives {
+        let rel = rel.clone();
         let rv = rel
             .rsplit('/')
             .next()
@@ -246,14 +269,25 @@ pub fn read_archives(repo: &Path) -> Result<Vec<Package>, PublishError> {
             .and_then(|n| n.parse().ok())
             .ok_or_else(|| PublishError::Invalid(format!("{rel}: not <releaseVersion>.tar.gz")))?;
         let files =
-            archive::read_tar_gz(&bytes).map_err(|e| PublishError::Archive(rel.clone(), e))?;
-        out.push(Package::from_files(&files, rv).map_err(|e| PublishError::Package(rel, e))?);
+            archive::read_tar_gz(bytes).map_err(|e| PublishError::Archive(rel.clone(), e))?;
+        let pkg =
+            Package::from_files(&files, rv).map_err(|e| PublishError::Package(rel.clone(), e))?;
+        // Clients look an archive up by the name in the index; one filed under another name
+        // would never be checked against its targets entry.
+        if rel != archive_path(pkg.name(), rv) {
+            return Err(PublishError::Invalid(format!(
+                "{rel} holds package {}; it belongs at {}",
+                pkg.name(),
+                archive_path(pkg.name(), rv)
+            )));
+        }
+        out.push(pkg);
     }
     out.sort_by(|a, b| (a.name(), a.release_version()).cmp(&(b.name(), b.release_version())));
     Ok(out)
 }
 
-fn archive_files(repo: &Path) -> Result<Vec<(String, Vec<u8>)>, PublishError> {
+fn archive_files(repo: &Path, only: Option<&str>) -> Result<Vec<(String, Vec<u8>)>, PublishError> {
     let dir = repo.join("packages");
     let mut out = Vec::new();
     let names = match std::fs::read_dir(&dir) {
@@ -261,9 +295,14 @@ fn archive_files(repo: &Path) -> Result<Vec<(String, Vec<u8>)>, PublishError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
         Err(e) => return Err(PublishError::Io(dir.display().to_string(), e)),
     };
-    for name in names {
-        let name = name.map_err(io(&dir))?;
-        let pdir = name.path();
+    let dirs: Vec<(String, PathBuf)> = match only {
+        Some(name) => vec![(name.to_string(), dir.join(name))],
+        None => names
+            .filter_map(|e| e.ok())
+            .map(|e| (e.file_name().to_string_lossy().into_owned(), e.path()))
+            .collect(),
+    };
+    for (pname, pdir) in dirs {
         if !pdir.is_dir() {
             continue;
         }
@@ -271,8 +310,7 @@ fn archive_files(repo: &Path) -> Result<Vec<(String, Vec<u8>)>, PublishError> {
             let f = f.map_err(io(&pdir))?.path();
             if f.to_string_lossy().ends_with(".tar.gz") {
                 let rel = format!(
-                    "packages/{}/{}",
-                    name.file_name().to_string_lossy(),
+                    "packages/{pname}/{}",
                     f.file_name()
                         .map(|n| n.to_string_lossy())
                         .unwrap_or_default()
@@ -336,7 +374,8 @@ pub fn sign_repo(
         role_key(&root, keys, Role::Targets)?,
         role_key(&root, keys, Role::Snapshot)?,
     );
-    let packages = read_archives(repo)?;
+    let archives = archive_files(repo, None)?;
+    let packages = parse_archives(&archives)?;
     let index = serde_json::json!({
         "packages": packages.iter().map(Package::to_value).collect::<Vec<_>>()
     });
@@ -344,8 +383,8 @@ pub fn sign_repo(
         serde_json::to_vec(&index).map_err(|e| PublishError::Invalid(e.to_string()))?;
     let mut files = BTreeMap::new();
     files.insert(INDEX_FILE.to_string(), TargetFile::of(&index_bytes));
-    for (rel, bytes) in archive_files(repo)? {
-        files.insert(rel, TargetFile::of(&bytes));
+    for (rel, bytes) in &archives {
+        files.insert(rel.clone(), TargetFile::of(bytes));
     }
     let tv = current_version::<Targets>(&repo.join("targets.json"), |t| t.version) + 1;
     let targets = sign(Targets::new(tv, now + expiry.targets, files), &[&tk])?.to_json_bytes()?;

@@ -110,6 +110,10 @@ pub fn resolve_options(pkg: &Package, options: Option<&Value>) -> Result<Value, 
     if let Some(u) = user {
         merge(&mut merged, u);
     }
+    if merged.is_empty() {
+        // Nothing to check (Cosmos validates only a non-empty set of options).
+        return Ok(Value::Object(merged));
+    }
     let merged = Value::Object(merged);
     let validator = jsonschema::draft4::new(schema).map_err(|e| {
         RenderError::Package(PackageError::Invalid(format!(
@@ -161,7 +165,7 @@ pub fn render(
         res.insert("resource".into(), Value::Object(r.clone()));
         merge(&mut ctx, &res);
     }
-    let text = Template::parse(&template)?.render(&Value::Object(ctx));
+    let text = Template::parse(&template)?.render(&Value::Object(ctx))?;
     let parsed: Value = serde_json::from_str(&text).map_err(|e| {
         let line = text.lines().nth(e.line().saturating_sub(1)).unwrap_or("");
         RenderError::NotJson(format!("{e}; rendered line: {}", line.trim()))
@@ -180,7 +184,10 @@ pub fn render(
         Some(Value::Object(m)) if m.values().all(Value::is_string) => m,
         Some(_) => return Err(RenderError::BadLabels),
     };
-    let user_options = options.cloned().unwrap_or_else(|| json!({}));
+    let user_options = match options {
+        None | Some(Value::Null) => json!({}),
+        Some(o) => o.clone(),
+    };
     let envelope = json!({
         "metadata": {"Content-Type": PACKAGE_MEDIA_V4},
         "data": pkg.to_value(),

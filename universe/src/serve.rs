@@ -43,17 +43,24 @@ async fn file(State(dir): State<PathBuf>, UrlPath(rel): UrlPath<String>) -> Resp
     }
 }
 
-/// The file under `dir` that `rel` names, or `None` if it would leave `dir` or names a
-/// private key.
+/// The file under `dir` that `rel` names, or `None` unless it is one of the files a
+/// repository publishes (metadata and index JSON, archives): nothing else in the directory,
+/// a private key left there by mistake least of all, is ever served.
 fn inside(dir: &Path, rel: &str) -> Option<PathBuf> {
     let mut out = dir.to_path_buf();
+    let mut parts = Vec::new();
     for c in Path::new(rel).components() {
         match c {
-            Component::Normal(p) => out.push(p),
+            Component::Normal(p) => {
+                out.push(p);
+                parts.push(p.to_str()?);
+            }
             _ => return None,
         }
     }
-    (!rel.ends_with(".key")).then_some(out)
+    let last = parts.last()?;
+    let published = last.ends_with(".json") || last.ends_with(".tar.gz") || *last == "repo";
+    (published && !rel.ends_with('/')).then_some(out)
 }
 
 /// Serves `dir` until `shutdown` fires (`basalt universe serve`).
@@ -83,7 +90,15 @@ mod tests {
             inside(d, "packages/a/0.tar.gz"),
             Some(PathBuf::from("/srv/r/packages/a/0.tar.gz"))
         );
-        for bad in ["../x", "/etc/passwd", "a/../../x", "keys/root-1.key"] {
+        for bad in [
+            "../x",
+            "/etc/passwd",
+            "a/../../x",
+            "keys/root-1.key",
+            "keys/root-1.key/",
+            "keys/root-1.key/.",
+            "keys/root-1.pub",
+        ] {
             assert_eq!(inside(d, bad), None, "{bad}");
         }
     }
