@@ -104,6 +104,14 @@ fn main() {
             | Cmd::Node { cmd: None, .. }
     );
     init_logging(daemon);
+    if !daemon {
+        // `basalt package describe x | head` should end quietly when head does, as other
+        // Unix tools do, not panic on the closed pipe.
+        // SAFETY: restoring the default disposition of one signal before any thread starts.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let mut builder = match &cli.cmd {
         // The load balancer's proxy threads are its own single-threaded runtimes; with one
         // proxy thread this is it. Either way no request pays for a cross-thread wake-up.
