@@ -820,6 +820,15 @@ async fn repo_list(
     Ok(reply("package.repository.list", v, repo_json(&repos)))
 }
 
+fn already_present(name: &str, uri: &str) -> CosmosError {
+    CosmosError::new(
+        StatusCode::BAD_REQUEST,
+        "RepositoryAlreadyPresent",
+        format!("Repository name [{name}] or URI [{uri}] is already present"),
+    )
+    .data(json!({"name": name, "uri": uri}))
+}
+
 async fn repo_add(
     AxState(u): Ctx,
     headers: HeaderMap,
@@ -863,23 +872,15 @@ async fn repo_add(
     {
         let repos = u.repos.lock().await;
         if repos.iter().any(|r| r.name == name || r.uri == uri) {
-            return Err(CosmosError::new(
-                StatusCode::BAD_REQUEST,
-                "RepositoryAlreadyPresent",
-                format!("Repository name [{name}] or URI [{uri}] is already present"),
-            )
-            .data(json!({"name": name, "uri": uri})));
+            return Err(already_present(&name, &uri));
         }
     }
     // Verified before it is stored: an untrusted or broken repository never enters the list.
     let loaded = Arc::new(spec.load(&u.fetcher, SystemTime::now()).await?);
     let mut repos = u.repos.lock().await;
+    // Checked again: another add may have won while this one was verifying.
     if repos.iter().any(|r| r.name == name || r.uri == uri) {
-        return Err(CosmosError::new(
-            StatusCode::BAD_REQUEST,
-            "RepositoryAlreadyPresent",
-            format!("Repository name [{name}] or URI [{uri}] is already present"),
-        ));
+        return Err(already_present(&name, &uri));
     }
     let index = match req.get("index") {
         None | Some(Value::Null) => repos.len(),
