@@ -47,6 +47,21 @@ PY
 echo 'import _py311compat' >"$site/_py311compat.pth"
 export BASALT_MARATHON_PYTHON="$VENVS/venv-marathon/bin/python"
 
+# The real dcos CLI (PyPI dcoscli 0.6.1) for the package universe's compatibility test: its
+# pins no longer install, so its dependencies go in by hand, then dcoscli without them, and
+# the same collections shim (../shared/reference/real-clients.md, section 2).
+if [ ! -x "$VENVS/venv-dcoscli/bin/dcos" ] || ! "$VENVS/venv-dcoscli/bin/python" -c 'import dcoscli' 2>/dev/null; then
+  python3 -m venv "$VENVS/venv-dcoscli"
+  "$VENVS/venv-dcoscli/bin/pip" install -q "dcos==0.6.1" "docopt>=0.6,<1.0" "pkginfo==1.2.1" \
+    "toml>=0.9,<1.0" "virtualenv>=13.0,<16.0" "cryptography==50.0.2" "sseclient==0.0.19" \
+    "retrying==1.3.3" "setuptools<82"
+  "$VENVS/venv-dcoscli/bin/pip" install -q --no-deps "dcoscli==0.6.1"
+fi
+site=$("$VENVS/venv-dcoscli/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+cp "$("$VENVS/venv-marathon/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/_py311compat.py" "$site/"
+echo 'import _py311compat' >"$site/_py311compat.pth"
+export BASALT_DCOS_CLI="$VENVS/venv-dcoscli/bin/dcos"
+
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

@@ -23,6 +23,10 @@ impl Drop for Up {
 }
 
 async fn up(name: &str, ports: &str) -> Up {
+    up_with(name, ports, &[]).await
+}
+
+async fn up_with(name: &str, ports: &str, extra: &[&str]) -> Up {
     let dir = temp_dir(name);
     let ready = dir.join("up.ready");
     let args: Vec<String> = [
@@ -53,6 +57,7 @@ async fn up(name: &str, ports: &str) -> Up {
         &ready.display().to_string(),
     ]
     .iter()
+    .chain(extra)
     .map(|s| s.to_string())
     .collect();
     let proc = Proc::spawn(&args, &ready, &dir.join("up.log"));
@@ -762,4 +767,131 @@ async fn universe_trusts_only_what_verifies() {
     let o = cli(&u, &["package", "repo", "remove", "plain"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(text(&o.stderr).contains("RepositoryNotPresent"));
+}
+
+/// The real dcos CLI's venv, made by scripts/test.sh.
+#[allow(clippy::disallowed_methods)]
+fn dcos_cli() -> String {
+    let p = std::env::var("BASALT_DCOS_CLI").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/basalt/venv-dcoscli/bin/dcos",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    assert!(
+        Path::new(&p).exists(),
+        "the dcos CLI is not installed at {p}: run `bash scripts/test.sh` (it makes the venv)"
+    );
+    p
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dcos_cli_installs_lists_and_uninstalls_packages() {
+    // The cluster setting that lets clients without --allow-unsigned add a plain repository.
+    let u = up_with(
+        "universe-dcos",
+        "34300-34399",
+        &["--universe-allow-unsigned"],
+    )
+    .await;
+    let home = u.dir.join("dcos-home");
+    std::fs::create_dir_all(&home).expect("home");
+    let dcos = |args: &[&str]| -> (bool, String) {
+        let o = Command::new(dcos_cli())
+            .args(args)
+            .env("HOME", &home)
+            .env("DCOS_URL", &u.universe)
+            .env_remove("DCOS_DIR")
+            .output()
+            .expect("run dcos");
+        (
+            o.status.success(),
+            format!("{}{}", text(&o.stdout), text(&o.stderr)),
+        )
+    };
+
+    let (ok, out) = dcos(&["package", "search", "hello"]);
+    assert!(
+        ok && out.contains("hello-world") && out.contains("0.2.0"),
+        "{out}"
+    );
+    let (ok, out) = dcos(&["package", "describe", "hello-world", "--package-versions"]);
+    assert!(
+        ok && out.contains("\"0.1.0\"") && out.contains("\"0.2.0\""),
+        "{out}"
+    );
+    let (ok, out) = dcos(&["package", "describe", "nope"]);
+    assert!(!ok && out.contains("Package [nope] not found"), "{out}");
+
+    let bad = u.dir.join("bad.json");
+    std::fs::write(&bad, r#"{"service": {"cpus": 0}}"#).expect("options");
+    let (ok, out) = dcos(&[
+        "package",
+        "install",
+        "hello-world",
+        "--yes",
+        "--options",
+        &bad.display().to_string(),
+    ]);
+    assert!(!ok && out.contains("/service/cpus"), "{out}");
+    assert!(app_ids(&u.init).await.is_empty());
+
+    let (ok, out) = dcos(&["package", "install", "hello-world", "--yes"]);
+    assert!(ok, "{out}");
+    assert!(
+        out.contains("Installing Marathon app for package [hello-world] version [0.2.0]")
+            && out.contains("hello-world is running."),
+        "{out}"
+    );
+    healthy(&u.init, "/hello-world").await;
+    let (ok, out) = dcos(&["package", "install", "hello-world", "--yes"]);
+    assert!(!ok && out.contains("already installed"), "{out}");
+    let (ok, out) = dcos(&["package", "list", "--json"]);
+    assert!(ok && out.contains("/hello-world"), "{out}");
+    let (ok, out) = dcos(&["package", "uninstall", "hello-world", "--yes"]);
+    assert!(
+        ok && out.contains("Uninstalled package [hello-world] version [0.2.0]"),
+        "{out}"
+    );
+    let (ok, out) = dcos(&["package", "uninstall", "hello-world", "--yes"]);
+    assert!(!ok && out.contains("not installed"), "{out}");
+
+    // A plain (unsigned) Universe repository, added the only way this CLI can: allowed by
+    // the cluster setting, first in the list (the CLI sends --index as a string).
+    let plain = u.dir.join("plain");
+    std::fs::create_dir_all(&plain).expect("dir");
+    std::fs::copy(
+        u.dir.join("data/universe/builtin/repo/repo.json"),
+        plain.join("repo.json"),
+    )
+    .expect("copy index");
+    let port = free_port();
+    let args: Vec<String> = vec![
+        "universe".into(),
+        "serve".into(),
+        plain.display().to_string(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+    ];
+    let _server = Proc::spawn(&args, &u.dir.join("none"), &u.dir.join("serve.log"));
+    let uri = format!("http://127.0.0.1:{port}/repo.json");
+    eventually("plain repository served", secs(20), || {
+        let uri = uri.clone();
+        async move {
+            Ok(reqwest::get(&uri)
+                .await
+                .ok()
+                .filter(|r| r.status().is_success())
+                .map(|_| ()))
+        }
+    })
+    .await;
+    let (ok, out) = dcos(&["package", "repo", "add", "plain", &uri, "--index=0"]);
+    assert!(ok, "{out}");
+    let (ok, out) = dcos(&["package", "repo", "list"]);
+    assert!(ok, "{out}");
+    let first = out.lines().next().unwrap_or("");
+    assert!(first.starts_with("plain:"), "{out}");
+    let (ok, out) = dcos(&["package", "repo", "remove", "plain"]);
+    assert!(ok, "{out}");
 }

@@ -509,11 +509,13 @@ async fn describe(
     let req = parse_body(&body)?;
     let name = req_str(&req, "packageName")?;
     let (_, _, p) = u.find(name, opt_str(&req, "packageVersion")?).await?;
-    Ok(reply(
-        "package.describe",
-        v,
-        json!({ "package": p.to_value() }),
-    ))
+    // v3 wraps the package; v2 is the package itself (what the dcos CLI reads by version).
+    let body = if v == "v2" {
+        p.to_value()
+    } else {
+        json!({ "package": p.to_value() })
+    };
+    Ok(reply("package.describe", v, body))
 }
 
 async fn list_versions(
@@ -884,7 +886,11 @@ async fn repo_add(
     }
     let index = match req.get("index") {
         None | Some(Value::Null) => repos.len(),
-        Some(i) => match i.as_u64() {
+        // The dcos CLI sends the index as a JSON string ("0").
+        Some(i) => match i
+            .as_u64()
+            .or_else(|| i.as_str().and_then(|t| t.parse().ok()))
+        {
             Some(i) if (i as usize) <= repos.len() => i as usize,
             _ => {
                 return Err(CosmosError::new(
