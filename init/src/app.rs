@@ -238,6 +238,32 @@ impl AppDefinition {
                 format!("got {}, expected 0 or more", self.instances),
             ));
         }
+        for (i, f) in self.fetch.iter().enumerate() {
+            let uri = f.get("uri").and_then(Value::as_str).unwrap_or("");
+            if uri.trim().is_empty() {
+                v.push(violation(
+                    &format!("/fetch({i})/uri"),
+                    "a fetch entry needs a non-empty \"uri\"",
+                ));
+            }
+            for flag in ["executable", "extract", "cache"] {
+                if f.get(flag).is_some_and(|x| !x.is_boolean()) {
+                    v.push(violation(
+                        &format!("/fetch({i})/{flag}"),
+                        "expected a boolean",
+                    ));
+                }
+            }
+            if f.get("outputFile").is_some_and(|x| {
+                !x.as_str()
+                    .is_some_and(|o| !o.is_empty() && !o.contains('/') && o != "..")
+            }) {
+                v.push(violation(
+                    &format!("/fetch({i})/outputFile"),
+                    "expected a file name (no '/')",
+                ));
+            }
+        }
         if self.ports.is_some() && self.port_definitions.is_some() {
             v.push(violation(
                 "/",

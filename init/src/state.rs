@@ -1005,12 +1005,36 @@ fn task_info(
             value: Some(v.clone()),
         })
         .collect();
+    // Marathon's `fetch` and legacy `uris`, as the Mesos CommandInfo.URI the agent's fetcher
+    // reads.
+    let uris: Vec<Value> = def
+        .fetch
+        .iter()
+        .map(|f| {
+            let mut u = json!({
+                "value": f.get("uri").cloned().unwrap_or(Value::Null),
+                "executable": f.get("executable").and_then(Value::as_bool).unwrap_or(false),
+                "extract": f.get("extract").and_then(Value::as_bool).unwrap_or(true),
+                "cache": f.get("cache").and_then(Value::as_bool).unwrap_or(false),
+            });
+            if let Some(o) = f.get("outputFile") {
+                u["output_file"] = o.clone();
+            }
+            u
+        })
+        .chain(
+            def.uris
+                .iter()
+                .map(|u| json!({"value": u, "executable": false, "extract": true})),
+        )
+        .collect();
     let command = match (&def.cmd, &def.args) {
         (Some(cmd), _) => CommandInfo {
             value: Some(cmd.clone()),
             shell: true,
             environment: Some(Environment { variables: vars }),
             user: def.user.clone(),
+            uris,
             ..Default::default()
         },
         (None, Some(args)) => CommandInfo {
@@ -1019,6 +1043,7 @@ fn task_info(
             arguments: args.clone(),
             environment: Some(Environment { variables: vars }),
             user: def.user.clone(),
+            uris,
             ..Default::default()
         },
         (None, None) => CommandInfo::default(),

@@ -506,3 +506,108 @@ async fn basalt_app_commands_wait_for_deployments_and_explain_errors() {
     );
     kill_processes_under(&c.dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apps_fetch_their_uris_into_the_sandbox_before_starting() {
+    let c = Cluster::start("fetch", 1).await;
+    let (_init_proc, init) = start_init(&c).await;
+    // An archive and a script, served over HTTP by a real server and read from a local path.
+    let www = c.dir.join("www");
+    std::fs::create_dir_all(www.join("site")).expect("dirs");
+    std::fs::write(www.join("site/index.html"), "fetched and extracted\n").expect("write");
+    let st = std::process::Command::new("tar")
+        .arg("-C")
+        .arg(&www)
+        .args(["-czf", "site.tgz", "site"])
+        .current_dir(&www)
+        .status()
+        .expect("tar");
+    assert!(st.success());
+    let script = c.dir.join("serve.sh");
+    std::fs::write(
+        &script,
+        "#!/bin/sh\ncd site && exec python3 -m http.server \"$PORT0\" --bind 127.0.0.1\n",
+    )
+    .expect("script");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let mut server = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .current_dir(&www)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("python3 http.server");
+    let app = json!({
+        "id": "/fetcher", "cpus": 0.05, "mem": 32, "instances": 1,
+        "cmd": "./run",
+        "fetch": [
+            {"uri": format!("http://127.0.0.1:{port}/site.tgz")},
+            {"uri": script.display().to_string(), "executable": true, "outputFile": "run"}
+        ],
+        "portDefinitions": [{"port": 0}],
+        "healthChecks": [{"protocol": "MESOS_HTTP", "path": "/", "portIndex": 0,
+                          "delaySeconds": 0, "intervalSeconds": 1, "gracePeriodSeconds": 30}]
+    });
+    let (status, body) = send(reqwest::Method::POST, &format!("{init}/v2/apps"), app).await;
+    assert_eq!(status, 201, "{body}");
+    let task = eventually("/fetcher healthy", secs(60), || {
+        let url = format!("{init}/v2/apps/fetcher");
+        async move {
+            let v = get_json(&url).await;
+            let app = &v["app"];
+            Ok((app["tasksHealthy"] == json!(1)).then(|| app["tasks"][0].clone()))
+        }
+    })
+    .await;
+    let page = reqwest::get(format!("http://127.0.0.1:{}/index.html", task["ports"][0]))
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(page, "fetched and extracted\n");
+
+    // A URI that cannot be fetched: the task fails with the reason, and says which URI.
+    let app = json!({
+        "id": "/unfetchable", "cpus": 0.05, "mem": 16, "instances": 1, "cmd": "true",
+        "fetch": [{"uri": format!("http://127.0.0.1:{port}/missing.tgz")}]
+    });
+    let (status, _) = send(reqwest::Method::POST, &format!("{init}/v2/apps"), app).await;
+    assert_eq!(status, 201);
+    let failure = eventually("the fetch failure reported", secs(60), || {
+        let url = format!("{init}/v2/apps/unfetchable?embed=apps.lastTaskFailure");
+        async move {
+            let v = get_json(&url).await;
+            let f = &v["app"]["lastTaskFailure"];
+            Ok(f["message"].as_str().map(|_| f.clone()))
+        }
+    })
+    .await;
+    assert_eq!(failure["state"], "TASK_FAILED", "{failure}");
+    assert!(
+        failure["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("missing.tgz") && m.contains("404")),
+        "{failure}"
+    );
+    // Bad fetch entries are refused with Marathon's body, nothing stored.
+    let (status, body) = send(
+        reqwest::Method::POST,
+        &format!("{init}/v2/apps"),
+        json!({"id": "/bad-fetch", "cmd": "true", "fetch": [{"uri": ""}, {"uri": "x", "executable": "yes"}]}),
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["details"][0]["path"], "/fetch(0)/uri", "{body}");
+    let _ = server.kill();
+    let _ = server.wait();
+}

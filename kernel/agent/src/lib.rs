@@ -13,6 +13,7 @@ mod cgroups;
 mod checkpoint;
 mod config;
 mod error;
+mod fetcher;
 mod files;
 mod health;
 mod http;

@@ -426,6 +426,7 @@ async fn run_new(agent: Arc<Agent>, key: TaskKey, plan: Plan) {
         return;
     };
     let a = agent.clone();
+    let uris = plan.uris.clone();
     let prepared = tokio::task::spawn_blocking(move || {
         let r = launch::prepare(&a, &mut rec, &plan);
         (rec, r)
@@ -477,6 +478,33 @@ async fn run_new(agent: Arc<Agent>, key: TaskKey, plan: Plan) {
         submit(&agent, &key, st).await;
         return;
     }
+    let permit = if uris.is_empty() {
+        permit
+    } else {
+        // Downloads can be slow: other launches go on meanwhile.
+        drop(permit);
+        if let Err(why) =
+            crate::fetcher::fetch_all(&uris, &rec.sandbox, crate::fetcher::http()).await
+        {
+            let dirs = rec.cgroups.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                drop(prepared);
+                cgroups::destroy(&dirs)
+            })
+            .await;
+            let st = agent
+                .status(&rec, TaskState::Failed)
+                .with_reason(reason::CONTAINER_LAUNCH_FAILED)
+                .with_message(why)
+                .with_source(source::AGENT);
+            submit(&agent, &key, st).await;
+            return;
+        }
+        tokio::select! {
+            p = agent.launching.acquire() => p.ok(),
+            _ = agent.shutdown.cancelled() => return,
+        }
+    };
     let a2 = agent.clone();
     let spawned = tokio::task::spawn_blocking(move || {
         let (r, ours) = match a2.launcher.as_ref().map(|l| l.spawn(&prepared)) {

@@ -21,6 +21,8 @@ pub(crate) struct Plan {
     limits: Limits,
     /// The task's ports, in the order its resources list them.
     ports: Vec<u64>,
+    /// What the fetcher puts into the sandbox before the task starts.
+    pub(crate) uris: Vec<crate::fetcher::FetchUri>,
 }
 
 impl Plan {
@@ -62,6 +64,7 @@ impl Plan {
             arguments: cmd.arguments.clone(),
             limits: Limits::of(&resources.total()),
             ports,
+            uris: crate::fetcher::parse(&cmd.uris)?,
         })
     }
 }
