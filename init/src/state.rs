@@ -1044,7 +1044,6 @@ fn task_info(
             environment: Some(Environment { variables: vars }),
             user: def.user.clone(),
             uris,
-            ..Default::default()
         },
         (None, None) => CommandInfo::default(),
     };
