@@ -181,7 +181,7 @@ mod tests {
             json!({"value": "https://h/x"}),
             json!({"value": "http://h/x", "output_file": "../x"}),
         ] {
-            assert!(parse(&[bad.clone()]).is_err(), "{bad}");
+            assert!(parse(std::slice::from_ref(&bad)).is_err(), "{bad}");
         }
     }
 
