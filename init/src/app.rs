@@ -334,6 +334,65 @@ impl AppDefinition {
                 ));
             }
         }
+        if self.readiness_checks.len() > 1 {
+            v.push(violation(
+                "/readinessChecks",
+                "only one readiness check is supported",
+            ));
+        }
+        for (i, rc) in self.readiness_checks.iter().enumerate() {
+            let path = format!("/readinessChecks({i})");
+            match rc.get("protocol").and_then(Value::as_str).unwrap_or("HTTP") {
+                "HTTP" => {}
+                "HTTPS" => v.push(violation(
+                    &format!("{path}/protocol"),
+                    "HTTPS readiness checks are not supported yet; use HTTP",
+                )),
+                other => v.push(violation(
+                    &format!("{path}/protocol"),
+                    format!("unknown protocol '{other}'"),
+                )),
+            }
+            if defs.is_empty() {
+                v.push(violation(
+                    &path,
+                    "a readiness check needs a port: the app has none",
+                ));
+            }
+            if let Some(name) = rc.get("portName")
+                && !name
+                    .as_str()
+                    .is_some_and(|n| defs.iter().any(|d| d.name.as_deref() == Some(n)))
+            {
+                v.push(violation(
+                    &format!("{path}/portName"),
+                    format!("no port definition is named {name}"),
+                ));
+            }
+            for k in ["intervalSeconds", "timeoutSeconds"] {
+                if rc
+                    .get(k)
+                    .is_some_and(|x| !x.as_f64().is_some_and(|f| f.is_finite() && f > 0.0))
+                {
+                    v.push(violation(
+                        &format!("{path}/{k}"),
+                        "expected a positive number",
+                    ));
+                }
+            }
+            if let Some(codes) = rc.get("httpStatusCodesForReady")
+                && !codes.as_array().is_some_and(|a| {
+                    !a.is_empty()
+                        && a.iter()
+                            .all(|c| c.as_u64().is_some_and(|c| (100..600).contains(&c)))
+                })
+            {
+                v.push(violation(
+                    &format!("{path}/httpStatusCodesForReady"),
+                    "expected a non-empty list of HTTP status codes",
+                ));
+            }
+        }
         for (i, hc) in self.health_checks.iter().enumerate() {
             let path = format!("/healthChecks({i})");
             match hc.get("protocol").and_then(Value::as_str).unwrap_or("HTTP") {

@@ -614,14 +614,17 @@ async fn delete_tasks(AxState(s): Ctx, Query(q): Params, body: Bytes) -> Respons
 async fn list_deployments(AxState(s): Ctx) -> Json<Value> {
     let st = s.lock();
     Json(Value::Array(
-        st.deployments.values().map(|d| d.to_json()).collect(),
+        st.deployments
+            .values()
+            .map(|d| st.deployment_json(d))
+            .collect(),
     ))
 }
 
 async fn get_deployment(AxState(s): Ctx, Path(id): Path<String>) -> Response {
     let st = s.lock();
     match st.deployments.get(&id) {
-        Some(d) => Json(d.to_json()).into_response(),
+        Some(d) => Json(st.deployment_json(d)).into_response(),
         None => refuse(Refusal::new(
             404,
             format!("DeploymentPlan {id} does not exist"),

@@ -227,6 +227,7 @@ pub async fn start(cfg: Config, deps: Deps) -> Result<Running, InitError> {
             tracing::error!(error = %e, "init http server failed");
         }
     });
+    tasks.spawn(readiness_loop(shared.clone(), deps.shutdown.clone()));
     tasks.spawn(framework_loop(shared, deps.shutdown));
     tasks.close();
     Ok(Running { addr, tasks })
@@ -451,4 +452,120 @@ async fn evaluate(shared: &Arc<Shared>, suppressed: bool) -> bool {
         }
     }
     suppressed
+}
+
+/// Readiness checks run here, as in Marathon (health checks run on the agents): every running
+/// task of an app with a readiness check is asked at the check's interval until it answers
+/// ready; deployments wait for that before they retire old tasks.
+async fn readiness_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
+    let http = reqwest::Client::new();
+    let mut asked: std::collections::HashMap<String, tokio::time::Instant> = Default::default();
+    // Agent id -> the address its tasks are reached at (agents may advertise hostnames that
+    // do not resolve, as several agents on one machine do).
+    let mut addrs: std::collections::HashMap<String, String> = Default::default();
+    let mut addrs_at: Option<tokio::time::Instant> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let probes = shared.lock().readiness_probes();
+        let now = tokio::time::Instant::now();
+        asked.retain(|id, _| probes.iter().any(|p| &p.task_id == id));
+        let due: Vec<state::ReadinessProbe> = probes
+            .into_iter()
+            .filter(|p| {
+                asked
+                    .get(&p.task_id)
+                    .is_none_or(|t| now.duration_since(*t) >= Duration::from_millis(p.interval_ms))
+            })
+            .collect();
+        if due.is_empty() {
+            continue;
+        }
+        for p in &due {
+            asked.insert(p.task_id.clone(), now);
+        }
+        let unknown = due.iter().any(|p| !addrs.contains_key(&p.agent_id));
+        if unknown && addrs_at.is_none_or(|t| now.duration_since(t) >= Duration::from_secs(2)) {
+            addrs_at = Some(now);
+            if let Ok(v) = shared.master.slaves().await {
+                for s in v.slaves {
+                    addrs.insert(s.id.clone(), agent_address(&s.hostname, &s.pid));
+                }
+            }
+        }
+        let urls: Vec<String> = due
+            .iter()
+            .map(|p| {
+                let host = addrs.get(&p.agent_id).unwrap_or(&p.host);
+                format!("http://{host}:{}{}", p.port, p.path)
+            })
+            .collect();
+        let answers =
+            futures_util::future::join_all(due.iter().zip(&urls).map(|(p, u)| ask(&http, p, u)))
+                .await;
+        let now = now_ms();
+        let r = shared.mutate(|st, fx| {
+            for (p, (ready, last)) in due.iter().zip(answers) {
+                st.on_readiness(&p.task_id, ready, last, now, fx);
+            }
+        });
+        match r {
+            Ok(((), kills)) => {
+                shared.kill(kills).await;
+                shared.wake.notify_one();
+            }
+            Err(e) => tracing::error!(error = %e, "cannot record readiness"),
+        }
+    }
+}
+
+/// One readiness check: ready on one of the app's status codes; the answer as Marathon's
+/// `lastResponse` shows it.
+async fn ask(
+    http: &reqwest::Client,
+    p: &state::ReadinessProbe,
+    url: &str,
+) -> (bool, serde_json::Value) {
+    let sent =
+        tokio::time::timeout(Duration::from_millis(p.timeout_ms), http.get(url).send()).await;
+    match sent {
+        Ok(Ok(resp)) => {
+            let status = resp.status().as_u16();
+            let ct = resp
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            let mut body = resp.text().await.unwrap_or_default();
+            body.truncate(body.floor_char_boundary(1024));
+            (
+                p.codes.contains(&status),
+                serde_json::json!({"status": status, "contentType": ct, "body": body}),
+            )
+        }
+        Ok(Err(e)) => (
+            false,
+            serde_json::json!({"status": 0, "body": e.to_string()}),
+        ),
+        Err(_) => (
+            false,
+            serde_json::json!({"status": 0, "body": format!("no answer within {} ms", p.timeout_ms)}),
+        ),
+    }
+}
+
+/// The hostname when it is an address, else the IP of the agent's pid (`slave(1)@ip:port`).
+fn agent_address(hostname: &str, pid: &str) -> String {
+    if hostname.parse::<std::net::IpAddr>().is_ok() {
+        return hostname.to_owned();
+    }
+    pid.rsplit('@')
+        .next()
+        .and_then(|hp| hp.rsplit_once(':'))
+        .map(|(h, _)| h.trim_matches(|c| c == '[' || c == ']'))
+        .filter(|h| h.parse::<std::net::IpAddr>().is_ok())
+        .map_or_else(|| hostname.to_owned(), str::to_owned)
 }

@@ -69,6 +69,12 @@ pub struct TaskRecord {
     pub staged_ms: u64,
     #[serde(default)]
     pub started_ms: Option<u64>,
+    /// The app's readiness check passed (checked by init, as Marathon does, until it does).
+    #[serde(default)]
+    pub ready: bool,
+    /// The last readiness answer, for `/v2/deployments` (not stored).
+    #[serde(default, skip)]
+    pub readiness_last: Option<Value>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -133,7 +139,8 @@ const BACKOFF_RESET_MS: u64 = 60_000;
 /// How often an unanswered kill is repeated.
 const KILL_RETRY_MS: u64 = 5_000;
 
-/// Whether a task counts as serving: running, and healthy when the app has checks.
+/// Whether a task counts as serving: running, healthy when the app has health checks, and
+/// ready when it has readiness checks.
 fn ready_for(a: &AppRecord, t: &TaskRecord) -> bool {
     t.state == TaskState::Running
         && !t.killing
@@ -142,6 +149,22 @@ fn ready_for(a: &AppRecord, t: &TaskRecord) -> bool {
         } else {
             t.healthy == Some(true)
         }
+        && (a.def.readiness_checks.is_empty() || t.ready)
+}
+
+/// One readiness probe init should make: `GET http://<agent's address>:port/path`, ready on
+/// one of `codes`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadinessProbe {
+    pub task_id: String,
+    pub agent_id: String,
+    /// The agent's hostname, used when the master does not tell its address.
+    pub host: String,
+    pub port: u16,
+    pub path: String,
+    pub codes: Vec<u16>,
+    pub interval_ms: u64,
+    pub timeout_ms: u64,
 }
 
 /// ISO 8601 UTC with milliseconds, as Marathon writes versions.
@@ -408,6 +431,109 @@ impl State {
             }),
             _ => Ok(()),
         }
+    }
+
+    /// A deployment as `/v2/deployments` shows it, with the readiness of the new version's
+    /// tasks in its current action.
+    pub fn deployment_json(&self, d: &Deployment) -> Value {
+        let mut v = d.to_json();
+        let Some(a) = self.apps.get(&d.app) else {
+            return v;
+        };
+        let Some(rc) = a.def.readiness_checks.first() else {
+            return v;
+        };
+        let name = rc
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("readinessCheck");
+        let results: Vec<Value> = self
+            .app_tasks(&d.app)
+            .filter(|t| live(t) && t.config_version == a.config_version)
+            .map(|t| {
+                json!({"name": name, "taskId": t.id, "ready": t.ready,
+                       "lastResponse": t.readiness_last.clone().unwrap_or(Value::Null)})
+            })
+            .collect();
+        v["currentActions"][0]["readinessCheckResults"] = Value::Array(results);
+        v
+    }
+
+    /// Running tasks of apps with readiness checks that have not passed yet.
+    pub fn readiness_probes(&self) -> Vec<ReadinessProbe> {
+        let mut out = Vec::new();
+        for t in self.tasks.values() {
+            if t.ready || t.killing || t.state != TaskState::Running {
+                continue;
+            }
+            let Some(a) = self.apps.get(&t.app) else {
+                continue;
+            };
+            let Some(rc) = a.def.readiness_checks.first() else {
+                continue;
+            };
+            let index = rc
+                .get("portName")
+                .and_then(Value::as_str)
+                .and_then(|n| {
+                    a.def
+                        .port_defs()
+                        .iter()
+                        .position(|d| d.name.as_deref() == Some(n))
+                })
+                .unwrap_or(0);
+            let Some(port) = t.ports.get(index) else {
+                continue;
+            };
+            let path = rc.get("path").and_then(Value::as_str).unwrap_or("/");
+            let secs = |k: &str, d: f64| {
+                (rc.get(k).and_then(Value::as_f64).unwrap_or(d).max(0.1) * 1000.0) as u64
+            };
+            out.push(ReadinessProbe {
+                task_id: t.id.clone(),
+                agent_id: t.agent_id.clone(),
+                host: t.host.clone(),
+                port: *port,
+                path: format!("/{}", path.trim_start_matches('/')),
+                codes: rc
+                    .get("httpStatusCodesForReady")
+                    .and_then(Value::as_array)
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|c| c.as_u64()?.try_into().ok())
+                            .collect()
+                    })
+                    .filter(|c: &Vec<u16>| !c.is_empty())
+                    .unwrap_or_else(|| vec![200]),
+                interval_ms: secs("intervalSeconds", 30.0),
+                timeout_ms: secs("timeoutSeconds", 10.0),
+            });
+        }
+        out
+    }
+
+    /// A readiness answer. A task that passes stays ready (Marathon stops checking it);
+    /// the app's deployment can then move on.
+    pub fn on_readiness(
+        &mut self,
+        task_id: &str,
+        ready: bool,
+        last: Value,
+        now_ms: u64,
+        fx: &mut Effects,
+    ) {
+        let Some(t) = self.tasks.get_mut(task_id) else {
+            return;
+        };
+        t.readiness_last = Some(last);
+        if !ready || t.ready {
+            return;
+        }
+        t.ready = true;
+        let rec = t.clone();
+        let app = rec.app.clone();
+        fx.writes.push(put(format!("{KEY_TASKS}{task_id}"), &rec));
+        self.reconcile_app(&app, now_ms, fx);
     }
 
     pub fn locked(&self, app: &str) -> Option<&Deployment> {
@@ -924,6 +1050,8 @@ impl State {
                     started_at: None,
                     state: TaskState::Staging,
                     healthy: None,
+                    ready: false,
+                    readiness_last: None,
                     killing: false,
                     staged_ms: now_ms,
                     started_ms: None,

@@ -611,3 +611,95 @@ async fn apps_fetch_their_uris_into_the_sandbox_before_starting() {
     let _ = server.kill();
     let _ = server.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deployments_wait_for_readiness_checks() {
+    let c = Cluster::start("readiness", 1).await;
+    let (_init_proc, init) = start_init(&c).await;
+    // Healthy at once, ready (200 on /ready) only WARM seconds after it started.
+    let server = c.dir.join("warm.py");
+    std::fs::write(
+        &server,
+        r#"import http.server, os, sys, time
+start = time.time()
+warm = float(os.environ["WARM"])
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        code = 200 if self.path != "/ready" or time.time() - start >= warm else 503
+        self.send_response(code)
+        self.send_header("Content-Type", "text/plain")
+        self.end_headers()
+        self.wfile.write(b"warming" if code == 503 else b"ok")
+    def log_message(self, *a):
+        pass
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"#,
+    )
+    .expect("server");
+    let def = |version: &str| {
+        json!({
+            "id": "/warm", "cpus": 0.05, "mem": 32, "instances": 1,
+            "cmd": format!("exec python3 {} $PORT0", server.display()),
+            "env": {"WARM": "3", "VERSION": version},
+            "portDefinitions": [{"port": 0, "name": "http"}],
+            "upgradeStrategy": {"minimumHealthCapacity": 1, "maximumOverCapacity": 1},
+            "healthChecks": [{"protocol": "MESOS_HTTP", "path": "/", "portIndex": 0,
+                              "delaySeconds": 0, "intervalSeconds": 1, "gracePeriodSeconds": 30}],
+            "readinessChecks": [{"name": "warm", "path": "/ready", "portName": "http",
+                                 "intervalSeconds": 0.5, "timeoutSeconds": 1}]
+        })
+    };
+    let (status, body) = send(reqwest::Method::POST, &format!("{init}/v2/apps"), def("v1")).await;
+    assert_eq!(status, 201, "{body}");
+    let no_deployments = |init: String| async move {
+        let d = get_json(&format!("{init}/v2/deployments")).await;
+        Ok(d.as_array().is_some_and(|a| a.is_empty()).then_some(()))
+    };
+    eventually("v1 deployed", secs(60), || no_deployments(init.clone())).await;
+
+    let (status, body) = send(
+        reqwest::Method::PUT,
+        &format!("{init}/v2/apps/warm"),
+        def("v2"),
+    )
+    .await;
+    assert!(status == 200 || status == 201, "{status} {body}");
+    // While the new task warms up: it runs and is healthy, the deployment shows it not
+    // ready (with the answer it got), and the old task is not being killed.
+    let seen = eventually(
+        "the new task running and healthy but not ready",
+        secs(60),
+        || {
+            let init = init.clone();
+            async move {
+                let d = get_json(&format!("{init}/v2/deployments")).await;
+                let results = &d[0]["currentActions"][0]["readinessCheckResults"];
+                let app = get_json(&format!("{init}/v2/apps/warm?embed=apps.tasks")).await;
+                let running = app["app"]["tasksRunning"].as_u64().unwrap_or(0);
+                let healthy = app["app"]["tasksHealthy"].as_u64().unwrap_or(0);
+                let warming = results[0]["ready"] == json!(false)
+                    && results[0]["lastResponse"]["status"] == json!(503);
+                Ok((running == 2 && healthy == 2 && warming).then_some((d, app)))
+            }
+        },
+    )
+    .await;
+    let (d, app) = seen;
+    assert_eq!(
+        d[0]["currentActions"][0]["readinessCheckResults"][0]["name"],
+        "warm"
+    );
+    assert_eq!(
+        app["app"]["tasks"].as_array().map(Vec::len),
+        Some(2),
+        "the old task still serves while the new one warms up: {app}"
+    );
+    eventually("v2 deployed once ready", secs(60), || {
+        no_deployments(init.clone())
+    })
+    .await;
+    let app = get_json(&format!("{init}/v2/apps/warm?embed=apps.tasks")).await;
+    let tasks = app["app"]["tasks"].as_array().cloned().unwrap_or_default();
+    assert_eq!(tasks.len(), 1, "{app}");
+    assert_eq!(app["app"]["env"]["VERSION"], "v2");
+}

@@ -481,3 +481,103 @@ fn replaced_deployments_fail_and_health_kills_are_reported() {
         "a plain kill is not a health kill"
     );
 }
+
+#[test]
+fn deployments_wait_for_readiness_before_retiring_old_tasks() {
+    let mut s = State::default();
+    let mut fx = Effects::default();
+    let def = r#"{"id":"/web","cmd":"v1","cpus":0.1,"mem":16,"instances":1,
+        "portDefinitions":[{"port":0,"name":"http"}],
+        "upgradeStrategy":{"minimumHealthCapacity":1,"maximumOverCapacity":1},
+        "readinessChecks":[{"name":"warm","path":"/ready","portName":"http",
+                            "intervalSeconds":1,"httpStatusCodesForReady":[200,204]}]}"#;
+    s.put_app(app(def), 0, true, false, &mut fx)
+        .expect("created");
+    let old = launch(&mut s, &offer("a1", "h1", 4.0, "r"), 1);
+    run_all(&mut s, &old, 2);
+    // Running is not enough: the first deployment waits for the readiness check too.
+    assert!(s.locked("/web").is_some());
+    let probes = s.readiness_probes();
+    assert_eq!(probes.len(), 1);
+    assert_eq!(
+        (probes[0].host.as_str(), probes[0].path.as_str()),
+        ("h1", "/ready")
+    );
+    assert!((31000..31100).contains(&probes[0].port), "{:?}", probes[0]);
+    assert_eq!(
+        (probes[0].codes.clone(), probes[0].interval_ms),
+        (vec![200, 204], 1000)
+    );
+    let mut fx = Effects::default();
+    s.on_readiness(&old[0], true, json!({"status": 200}), 3, &mut fx);
+    assert!(s.locked("/web").is_none(), "ready: the deployment finished");
+    assert!(
+        s.readiness_probes().is_empty(),
+        "a ready task is not asked again"
+    );
+
+    let mut def = s.apps["/web"].def.clone();
+    def.cmd = Some("v2".into());
+    let mut fx = Effects::default();
+    s.put_app(def, 10, false, false, &mut fx).expect("updated");
+    let new = launch(&mut s, &offer("a1", "h1", 4.0, "r"), 11);
+    assert_eq!(new.len(), 1);
+    let mut fx = Effects::default();
+    s.on_status(&status(&new[0], TaskState::Running), 12, &mut fx);
+    assert!(
+        fx.kills.is_empty(),
+        "the new task runs but is not ready: the old one stays"
+    );
+    let d = s.locked("/web").cloned().expect("deploying");
+    let shown = s.deployment_json(&d);
+    let results = &shown["currentActions"][0]["readinessCheckResults"];
+    assert_eq!(results[0]["taskId"], new[0]);
+    assert_eq!(results[0]["ready"], false);
+    assert_eq!(results[0]["name"], "warm");
+    let mut fx = Effects::default();
+    s.on_readiness(&new[0], false, json!({"status": 503}), 13, &mut fx);
+    assert!(fx.kills.is_empty());
+    let mut fx = Effects::default();
+    s.on_readiness(&new[0], true, json!({"status": 204}), 14, &mut fx);
+    assert_eq!(fx.kills.len(), 1, "ready: the old task goes");
+    assert_eq!(fx.kills[0].0, old[0]);
+    let mut fx = Effects::default();
+    s.on_status(&status(&old[0], TaskState::Killed), 15, &mut fx);
+    assert!(s.deployments.is_empty());
+    // Readiness is durable: a reload keeps the task ready.
+    assert!(s.tasks[&new[0]].ready);
+}
+
+#[test]
+fn readiness_checks_are_validated() {
+    let mut s = State::default();
+    for (def, path) in [
+        (
+            r#"{"id":"/a","cmd":"x","portDefinitions":[{"port":0,"name":"http"}],
+               "readinessChecks":[{"portName":"nope"}]}"#,
+            "/readinessChecks(0)/portName",
+        ),
+        (
+            r#"{"id":"/a","cmd":"x","portDefinitions":[{"port":0}],
+               "readinessChecks":[{"protocol":"HTTPS"}]}"#,
+            "/readinessChecks(0)/protocol",
+        ),
+        (
+            r#"{"id":"/a","cmd":"x","portDefinitions":[{"port":0}],
+               "readinessChecks":[{"httpStatusCodesForReady":[]}]}"#,
+            "/readinessChecks(0)/httpStatusCodesForReady",
+        ),
+        (
+            r#"{"id":"/a","cmd":"x","portDefinitions":[],"readinessChecks":[{}]}"#,
+            "/readinessChecks(0)",
+        ),
+    ] {
+        let mut fx = Effects::default();
+        let err = s
+            .put_app(app(def), 0, true, false, &mut fx)
+            .expect_err("invalid");
+        let body = err.body.to_string();
+        assert!(body.contains(path), "{path}: {body}");
+        assert!(fx.writes.is_empty());
+    }
+}
