@@ -406,6 +406,12 @@ impl State {
     /// `?force`): Marathon reports those as `deployment_failed`.
     pub fn abandon_deployment(&mut self, id: &str, timestamp: &str, fx: &mut Effects) {
         if let Some(d) = self.remove_deployment(id, fx) {
+            // Marathon reports the step that was running, then the plan.
+            self.events.push(
+                json!({"eventType": "deployment_step_failure", "timestamp": timestamp,
+                "plan": {"id": d.id, "version": d.version},
+                "currentStep": {"actions": [{"action": d.action, "app": d.app}]}}),
+            );
             self.events.push(
                 json!({"eventType": "deployment_failed", "timestamp": timestamp,
                 "id": d.id, "plan": {"id": d.id, "version": d.version}}),
@@ -463,7 +469,11 @@ impl State {
     pub fn readiness_probes(&self) -> Vec<ReadinessProbe> {
         let mut out = Vec::new();
         // Asked five times a second: with no app that checks readiness, touch no task.
-        if self.apps.values().all(|a| a.def.readiness_checks.is_empty()) {
+        if self
+            .apps
+            .values()
+            .all(|a| a.def.readiness_checks.is_empty())
+        {
             return out;
         }
         for t in self.tasks.values() {
@@ -834,6 +844,11 @@ impl State {
             return;
         }
         self.remove_deployment(&d.id, fx);
+        self.events.push(
+            json!({"eventType": "deployment_step_success", "timestamp": iso(now_ms),
+            "plan": {"id": d.id, "version": d.version},
+            "currentStep": {"actions": [{"action": d.action, "app": d.app}]}}),
+        );
         self.events.push(
             json!({"eventType": "deployment_success", "timestamp": iso(now_ms), "id": d.id,
             "plan": {"id": d.id, "version": d.version}}),

@@ -457,6 +457,17 @@ fn replaced_deployments_fail_and_health_kills_are_reported() {
         .collect();
     assert_eq!(failed.len(), 1, "{:?}", s.events);
     assert_eq!(failed[0]["id"], json!(first));
+    let kinds: Vec<&str> = s
+        .events
+        .iter()
+        .filter_map(|e| e["eventType"].as_str())
+        .collect();
+    let step = kinds.iter().position(|k| *k == "deployment_step_failure");
+    let plan = kinds.iter().position(|k| *k == "deployment_failed");
+    assert!(
+        step.is_some() && step < plan,
+        "the step fails first: {kinds:?}"
+    );
     assert!(s.dep_by_app["/web"] != first);
 
     let t = launch(&mut s, &offer("a1", "h1", 4.0, "r1"), 20);
@@ -580,4 +591,34 @@ fn readiness_checks_are_validated() {
         assert!(body.contains(path), "{path}: {body}");
         assert!(fx.writes.is_empty());
     }
+}
+
+#[test]
+fn a_finished_deployment_reports_its_step_then_the_plan() {
+    let mut s = State::default();
+    let mut fx = Effects::default();
+    s.put_app(
+        app(r#"{"id":"/web","cmd":"x","cpus":0.1,"mem":16,"instances":1}"#),
+        0,
+        true,
+        false,
+        &mut fx,
+    )
+    .expect("created");
+    let t = launch(&mut s, &offer("a1", "h1", 4.0, "r1"), 1);
+    s.events.clear();
+    run_all(&mut s, &t, 2);
+    let kinds: Vec<&str> = s
+        .events
+        .iter()
+        .filter_map(|e| e["eventType"].as_str())
+        .filter(|k| k.starts_with("deployment"))
+        .collect();
+    assert_eq!(kinds, ["deployment_step_success", "deployment_success"]);
+    let step = s
+        .events
+        .iter()
+        .find(|e| e["eventType"] == "deployment_step_success")
+        .expect("step");
+    assert_eq!(step["currentStep"]["actions"][0]["app"], "/web");
 }
