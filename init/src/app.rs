@@ -245,6 +245,15 @@ impl AppDefinition {
                     &format!("/fetch({i})/uri"),
                     "a fetch entry needs a non-empty \"uri\"",
                 ));
+            } else if !(uri.starts_with("http://")
+                || uri.starts_with("file://")
+                || uri.starts_with('/'))
+            {
+                v.push(violation(
+                    &format!("/fetch({i})/uri"),
+                    "the agents fetch http:// and file:// URIs and absolute paths \
+                     (https:// is not supported yet: mirror it over http://)",
+                ));
             }
             for flag in ["executable", "extract", "cache"] {
                 if f.get(flag).is_some_and(|x| !x.is_boolean()) {
@@ -255,8 +264,11 @@ impl AppDefinition {
                 }
             }
             if f.get("outputFile").is_some_and(|x| {
-                !x.as_str()
-                    .is_some_and(|o| !o.is_empty() && !o.contains('/') && o != "..")
+                !x.as_str().is_some_and(|o| {
+                    !o.is_empty()
+                        && !o.contains('/')
+                        && ![".", "..", "stdout", "stderr"].contains(&o)
+                })
             }) {
                 v.push(violation(
                     &format!("/fetch({i})/outputFile"),

@@ -513,8 +513,10 @@ async fn readiness_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
         });
         match r {
             Ok(((), kills)) => {
-                shared.kill(kills).await;
-                shared.wake.notify_one();
+                if !kills.is_empty() {
+                    shared.kill(kills).await;
+                    shared.wake.notify_one();
+                }
             }
             Err(e) => tracing::error!(error = %e, "cannot record readiness"),
         }
@@ -528,31 +530,39 @@ async fn ask(
     p: &state::ReadinessProbe,
     url: &str,
 ) -> (bool, serde_json::Value) {
-    let sent =
-        tokio::time::timeout(Duration::from_millis(p.timeout_ms), http.get(url).send()).await;
-    match sent {
-        Ok(Ok(resp)) => {
-            let status = resp.status().as_u16();
-            let ct = resp
-                .headers()
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_owned();
-            let mut body = resp.text().await.unwrap_or_default();
-            body.truncate(body.floor_char_boundary(1024));
-            (
-                p.codes.contains(&status),
-                serde_json::json!({"status": status, "contentType": ct, "body": body}),
-            )
+    // The whole exchange is inside the timeout, and at most 1 KiB of the body is read: a
+    // server that stalls or streams must not hold up every other check.
+    let exchange = async {
+        let mut resp = http.get(url).send().await?;
+        let status = resp.status().as_u16();
+        let ct = resp
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let mut body = Vec::new();
+        while body.len() < 1024
+            && let Some(chunk) = resp.chunk().await?
+        {
+            body.extend_from_slice(&chunk);
         }
+        body.truncate(1024);
+        Ok::<_, reqwest::Error>((status, ct, String::from_utf8_lossy(&body).into_owned()))
+    };
+    match tokio::time::timeout(Duration::from_millis(p.timeout_ms), exchange).await {
+        Ok(Ok((status, ct, body))) => (
+            p.codes.contains(&status),
+            serde_json::json!({"status": status, "contentType": ct, "body": body}),
+        ),
         Ok(Err(e)) => (
             false,
-            serde_json::json!({"status": 0, "body": e.to_string()}),
+            serde_json::json!({"status": 0, "contentType": "", "body": e.to_string()}),
         ),
         Err(_) => (
             false,
-            serde_json::json!({"status": 0, "body": format!("no answer within {} ms", p.timeout_ms)}),
+            serde_json::json!({"status": 0, "contentType": "",
+                               "body": format!("no answer within {} ms", p.timeout_ms)}),
         ),
     }
 }

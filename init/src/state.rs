@@ -139,8 +139,9 @@ const BACKOFF_RESET_MS: u64 = 60_000;
 /// How often an unanswered kill is repeated.
 const KILL_RETRY_MS: u64 = 5_000;
 
-/// Whether a task counts as serving: running, healthy when the app has health checks, and
-/// ready when it has readiness checks.
+/// Whether a task counts as serving: running, healthy when the app has health checks, and,
+/// for tasks of the app's current version, ready when it has readiness checks (older tasks
+/// were never asked the new check: Marathon counts them by health alone).
 fn ready_for(a: &AppRecord, t: &TaskRecord) -> bool {
     t.state == TaskState::Running
         && !t.killing
@@ -149,7 +150,7 @@ fn ready_for(a: &AppRecord, t: &TaskRecord) -> bool {
         } else {
             t.healthy == Some(true)
         }
-        && (a.def.readiness_checks.is_empty() || t.ready)
+        && (a.def.readiness_checks.is_empty() || t.ready || t.config_version != a.config_version)
 }
 
 /// One readiness probe init should make: `GET http://<agent's address>:port/path`, ready on
@@ -483,6 +484,9 @@ impl State {
             let Some(a) = self.apps.get(&t.app) else {
                 continue;
             };
+            if a.deleting || t.config_version != a.config_version {
+                continue;
+            }
             let Some(rc) = a.def.readiness_checks.first() else {
                 continue;
             };

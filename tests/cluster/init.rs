@@ -608,6 +608,42 @@ async fn apps_fetch_their_uris_into_the_sandbox_before_starting() {
     .await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["details"][0]["path"], "/fetch(0)/uri", "{body}");
+    // A download that never ends is stopped by a kill: the app can be removed.
+    let stall = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let stall_port = stall.local_addr().expect("addr").port();
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((sock, _)) = stall.accept().await {
+            held.push(sock);
+        }
+    });
+    let app = json!({
+        "id": "/stuck", "cpus": 0.05, "mem": 16, "instances": 1, "cmd": "sleep 600",
+        "fetch": [{"uri": format!("http://127.0.0.1:{stall_port}/never.tgz")}]
+    });
+    let (status, _) = send(reqwest::Method::POST, &format!("{init}/v2/apps"), app).await;
+    assert_eq!(status, 201);
+    eventually("/stuck staged (fetching)", secs(60), || {
+        let url = format!("{init}/v2/apps/stuck");
+        async move { Ok((get_json(&url).await["app"]["tasksStaged"] == json!(1)).then_some(())) }
+    })
+    .await;
+    let (status, body) = send(
+        reqwest::Method::DELETE,
+        &format!("{init}/v2/apps/stuck?force=true"),
+        json!({}),
+    )
+    .await;
+    assert!(status == 200 || status == 202, "{status} {body}");
+    gone(
+        &init,
+        "/v2/apps/stuck",
+        "/stuck removed while its fetch hung",
+    )
+    .await;
+    hold.abort();
     let _ = server.kill();
     let _ = server.wait();
 }

@@ -622,3 +622,44 @@ fn a_finished_deployment_reports_its_step_then_the_plan() {
         .expect("step");
     assert_eq!(step["currentStep"]["actions"][0]["app"], "/web");
 }
+
+#[test]
+fn adding_a_readiness_check_to_a_running_app_keeps_the_old_tasks_serving() {
+    let mut s = State::default();
+    let mut fx = Effects::default();
+    let v1 = r#"{"id":"/web","cmd":"v1","cpus":0.1,"mem":16,"instances":2,
+        "portDefinitions":[{"port":0,"name":"http"}],
+        "upgradeStrategy":{"minimumHealthCapacity":1,"maximumOverCapacity":0.5}}"#;
+    s.put_app(app(v1), 0, true, false, &mut fx)
+        .expect("created");
+    let old = launch(&mut s, &offer("a1", "h1", 4.0, "r"), 1);
+    run_all(&mut s, &old, 2);
+    assert!(s.locked("/web").is_none());
+    let mut def = s.apps["/web"].def.clone();
+    def.readiness_checks = vec![json!({"path": "/ready", "portName": "http"})];
+    let mut fx = Effects::default();
+    s.put_app(def, 10, false, false, &mut fx).expect("updated");
+    let mut fx = Effects::default();
+    s.reconcile_app("/web", 11, &mut fx);
+    assert!(
+        fx.kills.is_empty(),
+        "old tasks were never asked the new check: they stay"
+    );
+    assert!(
+        s.readiness_probes().is_empty(),
+        "and they are not asked it now"
+    );
+    let new = launch(&mut s, &offer("a1", "h1", 4.0, "r"), 12);
+    assert_eq!(
+        new.len(),
+        1,
+        "over-capacity 0.5 of 2: one replacement at a time"
+    );
+    let mut fx = Effects::default();
+    s.on_status(&status(&new[0], TaskState::Running), 13, &mut fx);
+    assert!(fx.kills.is_empty(), "not ready yet: nothing goes");
+    assert_eq!(s.readiness_probes().len(), 1);
+    let mut fx = Effects::default();
+    s.on_readiness(&new[0], true, json!({"status": 200}), 14, &mut fx);
+    assert_eq!(fx.kills.len(), 1, "one new ready: one old goes");
+}

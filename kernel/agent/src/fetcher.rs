@@ -43,7 +43,12 @@ pub(crate) fn parse(uris: &[Value]) -> Result<Vec<FetchUri>, String> {
         }
         let output_file = match u.get("output_file") {
             None | Some(Value::Null) => None,
-            Some(Value::String(o)) if !o.is_empty() && !o.contains('/') && o != ".." => {
+            // Not a path, and not the task's own log files.
+            Some(Value::String(o))
+                if !o.is_empty()
+                    && !o.contains('/')
+                    && ![".", "..", "stdout", "stderr"].contains(&o.as_str()) =>
+            {
                 Some(o.clone())
             }
             Some(o) => return Err(format!("output_file {o} must be a plain file name")),
@@ -83,8 +88,10 @@ impl FetchUri {
 pub(crate) fn http() -> &'static reqwest::Client {
     static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
     CLIENT.get_or_init(|| {
+        // A server that stops sending is given up on; a slow but steady one is not.
         reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
+            .read_timeout(std::time::Duration::from_secs(60))
             .build()
             .unwrap_or_default()
     })
@@ -112,7 +119,13 @@ async fn fetch_one(u: &FetchUri, sandbox: &Path, http: &reqwest::Client) -> Resu
         if !resp.status().is_success() {
             return Err(format!("HTTP {}", resp.status()));
         }
-        let mut f = tokio::fs::File::create(&dest)
+        // Never through a symlink an earlier archive may have left in the sandbox.
+        let mut f = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&dest)
             .await
             .map_err(|e| format!("{}: {e}", dest.display()))?;
         while let Some(chunk) = resp.chunk().await.map_err(|e| e.to_string())? {
@@ -123,6 +136,14 @@ async fn fetch_one(u: &FetchUri, sandbox: &Path, http: &reqwest::Client) -> Resu
         f.flush().await.map_err(|e| e.to_string())?;
     } else {
         let src = u.value.strip_prefix("file://").unwrap_or(&u.value);
+        if tokio::fs::symlink_metadata(&dest)
+            .await
+            .is_ok_and(|m| m.file_type().is_symlink())
+        {
+            return Err(format!(
+                "{name} in the sandbox is a symlink; not writing through it"
+            ));
+        }
         tokio::fs::copy(src, &dest)
             .await
             .map_err(|e| format!("{src}: {e}"))?;
@@ -138,10 +159,12 @@ async fn fetch_one(u: &FetchUri, sandbox: &Path, http: &reqwest::Client) -> Resu
     if u.extract && ARCHIVES.iter().any(|a| lower.ends_with(a)) {
         let mut cmd = if lower.ends_with(".zip") {
             let mut c = tokio::process::Command::new("unzip");
+            c.kill_on_drop(true);
             c.arg("-o").arg("-q").arg("-d").arg(sandbox).arg(&dest);
             c
         } else {
             let mut c = tokio::process::Command::new("tar");
+            c.kill_on_drop(true);
             c.arg("-C").arg(sandbox).arg("-xf").arg(&dest);
             c
         };
@@ -180,6 +203,8 @@ mod tests {
             json!({"value": "ftp://h/x"}),
             json!({"value": "https://h/x"}),
             json!({"value": "http://h/x", "output_file": "../x"}),
+            json!({"value": "http://h/x", "output_file": "stdout"}),
+            json!({"value": "http://h/x", "output_file": "."}),
         ] {
             assert!(parse(std::slice::from_ref(&bad)).is_err(), "{bad}");
         }

@@ -481,10 +481,67 @@ async fn run_new(agent: Arc<Agent>, key: TaskKey, plan: Plan) {
     let permit = if uris.is_empty() {
         permit
     } else {
-        // Downloads can be slow: other launches go on meanwhile.
+        // Downloads can be slow: other launches go on meanwhile. A kill or the agent's
+        // shutdown ends the fetch (dropping it stops the download and any extractor).
         drop(permit);
-        if let Err(why) =
-            crate::fetcher::fetch_all(&uris, &rec.sandbox, crate::fetcher::http()).await
+        let killed = {
+            let agent = agent.clone();
+            let key = key.clone();
+            async move {
+                loop {
+                    let k = agent
+                        .table()
+                        .live
+                        .get(&key)
+                        .is_none_or(|e| e.record.killing);
+                    if k {
+                        return;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+            }
+        };
+        let fetched = tokio::select! {
+            biased;
+            _ = agent.shutdown.cancelled() => return,
+            _ = killed => Err(None),
+            r = crate::fetcher::fetch_all(&uris, &rec.sandbox, crate::fetcher::http()) => {
+                r.map_err(Some)
+            }
+        };
+        let permit = match fetched {
+            Ok(()) => tokio::select! {
+                biased;
+                _ = agent.shutdown.cancelled() => return,
+                p = agent.launching.acquire() => p.ok(),
+            },
+            Err(why) => {
+                let dirs = rec.cgroups.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    drop(prepared);
+                    cgroups::destroy(&dirs)
+                })
+                .await;
+                let st = match why {
+                    Some(why) => agent
+                        .status(&rec, TaskState::Failed)
+                        .with_reason(reason::CONTAINER_LAUNCH_FAILED)
+                        .with_message(why),
+                    None => agent
+                        .status(&rec, TaskState::Killed)
+                        .with_reason(reason::TASK_KILLED_DURING_LAUNCH)
+                        .with_message("Killed while its URIs were being fetched"),
+                };
+                submit(&agent, &key, st.with_source(source::AGENT)).await;
+                return;
+            }
+        };
+        // A kill that came in after the fetch still keeps the command from starting.
+        if agent
+            .table()
+            .live
+            .get(&key)
+            .is_none_or(|e| e.record.killing)
         {
             let dirs = rec.cgroups.clone();
             let _ = tokio::task::spawn_blocking(move || {
@@ -493,17 +550,14 @@ async fn run_new(agent: Arc<Agent>, key: TaskKey, plan: Plan) {
             })
             .await;
             let st = agent
-                .status(&rec, TaskState::Failed)
-                .with_reason(reason::CONTAINER_LAUNCH_FAILED)
-                .with_message(why)
+                .status(&rec, TaskState::Killed)
+                .with_reason(reason::TASK_KILLED_DURING_LAUNCH)
+                .with_message("Killed before it started")
                 .with_source(source::AGENT);
             submit(&agent, &key, st).await;
             return;
         }
-        tokio::select! {
-            p = agent.launching.acquire() => p.ok(),
-            _ = agent.shutdown.cancelled() => return,
-        }
+        permit
     };
     let a2 = agent.clone();
     let spawned = tokio::task::spawn_blocking(move || {
