@@ -10,6 +10,10 @@
 # the medians and Basalt's ratio to the better peer.
 #
 #   bash bench/lb.sh [ROUNDS=3] [WORKERS=1] [SECONDS=10] [CONNECTIONS=50]
+#
+# PROFILE=1 then samples Basalt's LB under the same load with `perf record -e cpu-clock`
+# (software clock: no hardware counters needed) and prints where its CPU time goes, by
+# component (kernel, pingora, our proxy code, allocator, runtime, ...) and the top symbols.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
@@ -168,3 +172,50 @@ p99r = med["basalt"][1] / med[peer][1]
 print(f"basalt / {peer} (the better peer): {ratio:.2f}x req/s, p99 {p99r:.2f}x  "
       f"(gate: >= 0.75x with p99 <= 1.5x; goal 1.0x)")
 EOF
+
+if [ -n "${PROFILE:-}" ]; then
+  command -v perf >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq linux-perf; }
+  perf record -q -e cpu-clock -F 4000 -g -p "$LB_PID" -o "$W/perf.data" -- sleep "$SECS" 2>/dev/null &
+  rec=$!
+  wrk -t1 -c"$CONNS" -d"${SECS}s" -H 'Host: bench.local' "http://127.0.0.1:$LBP/" >/dev/null
+  wait "$rec" || true
+  perf report -i "$W/perf.data" --stdio --no-children --sort dso,sym -g none --percent-limit 0.01 2>/dev/null \
+    | python3 -c '
+import re, sys
+rows = []
+for line in sys.stdin:
+    m = re.match(r"\s*([\d.]+)%\s+(\S+)\s+\[(.)\]\s+(.*)", line)
+    if m:
+        rows.append((float(m.group(1)), m.group(2), m.group(3), m.group(4).strip()))
+def part(dso, kind, sym):
+    if kind == "k" or dso.startswith("[kernel"):
+        if any(w in sym for w in ("tcp", "sock", "inet", "ip_", "skb", "__sys_", "sendmsg", "recvmsg", "netif", "net_", "loopback", "dev_")):
+            return "kernel: TCP/IP + sockets"
+        if any(w in sym for w in ("epoll", "ep_", "poll")):
+            return "kernel: epoll"
+        return "kernel: other (syscall entry, scheduler, ...)"
+    s = sym
+    for key, name in (("pingora", "pingora (HTTP/1 parse + write, connector pool)"),
+                      ("basalt_lb", "basalt_lb (routing, balancing, headers)"),
+                      ("mi_", "mimalloc"), ("_mi_", "mimalloc"),
+                      ("tokio", "tokio runtime"), ("httparse", "httparse"),
+                      ("http::", "http crate (header maps)"), ("bytes", "bytes"),
+                      ("memcpy", "libc memcpy/memmove"), ("memmove", "libc memcpy/memmove"),
+                      ("arc_swap", "arc_swap (routing table)"), ("core::fmt", "formatting"),
+                      ("alloc::", "std alloc/collections")):
+        if key in s:
+            return name
+    if "libc" in dso:
+        return "libc (syscall wrappers, ...)"
+    return "other user space"
+by = {}
+for pct, dso, kind, sym in rows:
+    by[part(dso, kind, sym)] = by.get(part(dso, kind, sym), 0.0) + pct
+print("where the LB spends its CPU under load (perf cpu-clock samples):")
+for k, v in sorted(by.items(), key=lambda kv: -kv[1]):
+    print(f"  {v:5.1f}%  {k}")
+print("top symbols:")
+for pct, dso, kind, sym in sorted(rows, key=lambda r: -r[0])[:15]:
+    print(f"  {pct:5.1f}%  {sym[:100]}")
+'
+fi

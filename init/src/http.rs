@@ -689,8 +689,19 @@ async fn queue(AxState(s): Ctx) -> Json<Value> {
             let count = st.wanted(&a.def.id, now.max(a.delay_until));
             (count > 0 || a.delay_until > now).then(|| {
                 let left = a.delay_until.saturating_sub(now) as f64 / 1000.0;
-                json!({"app": app_json(&st, a, false), "count": count,
-                       "delay": {"timeLeftSeconds": left, "overdue": left <= 0.0}})
+                let mut item = json!({"app": app_json(&st, a, false), "count": count,
+                       "delay": {"timeLeftSeconds": left, "overdue": left <= 0.0}});
+                if a.def.container.is_some() && count > 0 {
+                    // Why it waits, in the shape Marathon's queue explains declined offers.
+                    item["processedOffersSummary"] = json!({
+                        "rejectSummaryLastOffers": [{"reason": "NoDockerContainerizer",
+                                                     "declined": 0, "processed": 0}]});
+                    item["waitingReason"] = json!(
+                        "DOCKER containers need an agent with the Docker containerizer; \
+                         no agent offers one yet"
+                    );
+                }
+                item
             })
         })
         .collect();

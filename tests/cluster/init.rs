@@ -646,6 +646,35 @@ async fn apps_fetch_their_uris_into_the_sandbox_before_starting() {
     hold.abort();
     let _ = server.kill();
     let _ = server.wait();
+
+    // A Docker app is accepted and waits in the queue, saying why.
+    let app = json!({
+        "id": "/dockerized", "cpus": 0.05, "mem": 16, "instances": 1,
+        "container": {"type": "DOCKER", "docker": {"image": "busybox"}}
+    });
+    let (status, body) = send(reqwest::Method::POST, &format!("{init}/v2/apps"), app).await;
+    assert_eq!(status, 201, "{body}");
+    let item = eventually("the Docker app queued with its reason", secs(30), || {
+        let url = format!("{init}/v2/queue");
+        async move {
+            let q = get_json(&url).await;
+            Ok(q["queue"]
+                .as_array()
+                .and_then(|a| a.iter().find(|i| i["app"]["id"] == "/dockerized"))
+                .cloned())
+        }
+    })
+    .await;
+    assert_eq!(item["count"], 1, "{item}");
+    assert!(
+        item["waitingReason"]
+            .as_str()
+            .is_some_and(|r| r.contains("Docker containerizer")),
+        "{item}"
+    );
+    let app = get_json(&format!("{init}/v2/apps/dockerized")).await;
+    assert_eq!(app["app"]["tasksStaged"], 0);
+    assert_eq!(app["app"]["tasksRunning"], 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
