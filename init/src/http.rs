@@ -686,11 +686,27 @@ async fn queue(AxState(s): Ctx) -> Json<Value> {
         .apps
         .values()
         .filter_map(|a| {
-            let count = st.wanted(&a.def.id, now.max(a.delay_until));
+            let unmet = st.unmet_dependencies(a);
+            let count = if unmet.is_empty() {
+                st.wanted(&a.def.id, now.max(a.delay_until))
+            } else {
+                // Held back by its dependencies: what it still needs once they serve.
+                let live = st
+                    .app_tasks(&a.def.id)
+                    .filter(|t| !t.state.is_terminal())
+                    .count();
+                (a.def.instances.max(0) as usize).saturating_sub(live)
+            };
             (count > 0 || a.delay_until > now).then(|| {
                 let left = a.delay_until.saturating_sub(now) as f64 / 1000.0;
                 let mut item = json!({"app": app_json(&st, a, false), "count": count,
                        "delay": {"timeLeftSeconds": left, "overdue": left <= 0.0}});
+                if !unmet.is_empty() {
+                    item["waitingReason"] = json!(format!(
+                        "waiting for its dependencies: {}",
+                        unmet.join(", ")
+                    ));
+                }
                 if a.def.container.is_some() && count > 0 {
                     // Why it waits, in the shape Marathon's queue explains declined offers.
                     item["processedOffersSummary"] = json!({

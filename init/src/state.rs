@@ -193,6 +193,23 @@ pub fn iso(ms: u64) -> String {
     )
 }
 
+/// `dep` (absolute, or relative with `..`) resolved against the group path `parent`.
+fn resolve_path(parent: &str, dep: &str) -> String {
+    let mut parts: Vec<&str> = if dep.starts_with('/') {
+        Vec::new()
+    } else {
+        parent.split('/').filter(|p| !p.is_empty()).collect()
+    };
+    for seg in dep.split('/').filter(|p| !p.is_empty() && *p != ".") {
+        if seg == ".." {
+            parts.pop();
+        } else {
+            parts.push(seg);
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
 fn live(t: &TaskRecord) -> bool {
     !t.state.is_terminal()
 }
@@ -718,11 +735,42 @@ impl State {
     }
 
     /// How many new tasks `app` wants now (0 while backing off).
+    /// Marathon orders a deployment's steps by `dependencies`: while this app deploys, it
+    /// starts nothing until every app it depends on (or every app under a group it names)
+    /// serves all its instances. Paths are relative to the app's group; a dependency that
+    /// names nothing is not waited for.
+    pub fn unmet_dependencies(&self, a: &AppRecord) -> Vec<String> {
+        if a.def.dependencies.is_empty() || self.locked(&a.def.id).is_none() {
+            return Vec::new();
+        }
+        let parent = a.def.id.rsplit_once('/').map_or("", |(p, _)| p);
+        a.def
+            .dependencies
+            .iter()
+            .map(|d| resolve_path(parent, d))
+            .filter(|dep| {
+                let under = format!("{dep}/");
+                let apps: Vec<&AppRecord> = self
+                    .apps
+                    .values()
+                    .filter(|o| o.def.id == *dep || o.def.id.starts_with(&under))
+                    .collect();
+                apps.iter().any(|o| {
+                    let serving = self
+                        .app_tasks(&o.def.id)
+                        .filter(|t| t.config_version == o.config_version && ready_for(o, t))
+                        .count();
+                    serving < o.def.instances.max(0) as usize
+                })
+            })
+            .collect()
+    }
+
     pub fn wanted(&self, app: &str, now_ms: u64) -> usize {
         let Some(a) = self.apps.get(app) else {
             return 0;
         };
-        if a.deleting || now_ms < a.delay_until {
+        if a.deleting || now_ms < a.delay_until || !self.unmet_dependencies(a).is_empty() {
             return 0;
         }
         let active = self.active(app);

@@ -675,6 +675,30 @@ async fn apps_fetch_their_uris_into_the_sandbox_before_starting() {
     let app = get_json(&format!("{init}/v2/apps/dockerized")).await;
     assert_eq!(app["app"]["tasksStaged"], 0);
     assert_eq!(app["app"]["tasksRunning"], 0);
+
+    // An app that depends on one that never serves (/unfetchable) waits, and says so.
+    let app = json!({"id": "/needs", "cpus": 0.05, "mem": 16, "instances": 1, "cmd": "sleep 600",
+                     "dependencies": ["/unfetchable"]});
+    let (status, body) = send(reqwest::Method::POST, &format!("{init}/v2/apps"), app).await;
+    assert_eq!(status, 201, "{body}");
+    let item = eventually("/needs queued behind its dependency", secs(30), || {
+        let url = format!("{init}/v2/queue");
+        async move {
+            let q = get_json(&url).await;
+            Ok(q["queue"]
+                .as_array()
+                .and_then(|a| a.iter().find(|i| i["app"]["id"] == "/needs"))
+                .cloned())
+        }
+    })
+    .await;
+    assert_eq!(
+        item["waitingReason"], "waiting for its dependencies: /unfetchable",
+        "{item}"
+    );
+    let app = get_json(&format!("{init}/v2/apps/needs")).await;
+    assert_eq!(app["app"]["tasksStaged"], 0);
+    assert_eq!(app["app"]["tasksRunning"], 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -663,3 +663,39 @@ fn adding_a_readiness_check_to_a_running_app_keeps_the_old_tasks_serving() {
     s.on_readiness(&new[0], true, json!({"status": 200}), 14, &mut fx);
     assert_eq!(fx.kills.len(), 1, "one new ready: one old goes");
 }
+
+#[test]
+fn a_deploying_app_waits_for_its_dependencies_to_serve() {
+    let mut s = State::default();
+    let mut fx = Effects::default();
+    s.put_app(
+        app(r#"{"id":"/shop/db","cmd":"db","cpus":0.1,"mem":16,"instances":1}"#),
+        0,
+        true,
+        false,
+        &mut fx,
+    )
+    .expect("db");
+    s.put_app(
+        app(
+            r#"{"id":"/shop/web","cmd":"web","cpus":0.1,"mem":16,"instances":2,
+               "dependencies":["db", "/nothing/here"]}"#,
+        ),
+        0,
+        true,
+        false,
+        &mut fx,
+    )
+    .expect("web");
+    assert_eq!(s.unmet_dependencies(&s.apps["/shop/web"]), ["/shop/db"]);
+    assert_eq!(s.wanted("/shop/web", 1), 0, "web waits for db");
+    let first = launch(&mut s, &offer("a1", "h1", 4.0, "r"), 1);
+    assert_eq!(first.len(), 1, "only db launches: {first:?}");
+    run_all(&mut s, &first, 2);
+    assert!(s.unmet_dependencies(&s.apps["/shop/web"]).is_empty());
+    assert_eq!(s.wanted("/shop/web", 3), 2);
+    let web = launch(&mut s, &offer("a1", "h1", 4.0, "r"), 3);
+    assert_eq!(web.len(), 2);
+    assert_eq!(resolve_path("/a/b", "../c/d"), "/a/c/d");
+    assert_eq!(resolve_path("/a", "/x"), "/x");
+}
