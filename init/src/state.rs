@@ -471,12 +471,20 @@ impl State {
             .get("name")
             .and_then(Value::as_str)
             .unwrap_or("readinessCheck");
+        let preserve = rc
+            .get("preserveLastResponse")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
         let results: Vec<Value> = self
             .app_tasks(&d.app)
             .filter(|t| live(t) && t.config_version == a.config_version)
             .map(|t| {
-                json!({"name": name, "taskId": t.id, "ready": t.ready,
-                       "lastResponse": t.readiness_last.clone().unwrap_or(Value::Null)})
+                let mut r = json!({"name": name, "taskId": t.id, "ready": t.ready});
+                // Marathon shows the answer only when the check asks to keep it.
+                if preserve {
+                    r["lastResponse"] = t.readiness_last.clone().unwrap_or(Value::Null);
+                }
+                r
             })
             .collect();
         v["currentActions"][0]["readinessCheckResults"] = Value::Array(results);

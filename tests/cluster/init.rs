@@ -735,6 +735,7 @@ http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
             "healthChecks": [{"protocol": "MESOS_HTTP", "path": "/", "portIndex": 0,
                               "delaySeconds": 0, "intervalSeconds": 1, "gracePeriodSeconds": 30}],
             "readinessChecks": [{"name": "warm", "path": "/ready", "portName": "http",
+                                 "preserveLastResponse": true,
                                  "intervalSeconds": 0.5, "timeoutSeconds": 1}]
         })
     };
