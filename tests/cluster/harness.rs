@@ -509,3 +509,19 @@ pub(crate) async fn get_json(url: &str) -> serde_json::Value {
         .await
         .expect("json")
 }
+
+/// The real dcos CLI's venv, made by scripts/test.sh.
+#[allow(clippy::disallowed_methods)]
+pub(crate) fn dcos_cli() -> String {
+    let p = std::env::var("BASALT_DCOS_CLI").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/basalt/venv-dcoscli/bin/dcos",
+            std::env::var("HOME").unwrap_or_default()
+        )
+    });
+    assert!(
+        std::path::Path::new(&p).exists(),
+        "the dcos CLI is not installed at {p}: run `bash scripts/test.sh` (it makes the venv)"
+    );
+    p
+}

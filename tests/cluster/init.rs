@@ -793,3 +793,65 @@ http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
     assert_eq!(tasks.len(), 1, "{app}");
     assert_eq!(app["app"]["env"]["VERSION"], "v2");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dcos_cli_drives_init_through_its_marathon_commands() {
+    let c = Cluster::start("dcos-marathon", 1).await;
+    let (_init_proc, init) = start_init(&c).await;
+    let home = c.dir.join("dcos-home");
+    std::fs::create_dir_all(&home).expect("home");
+    let dcos = |args: &[&str]| -> (bool, String) {
+        let o = std::process::Command::new(dcos_cli())
+            .args(args)
+            .env("HOME", &home)
+            .env("DCOS_URL", &init)
+            .env("DCOS_MARATHON_URL", &init)
+            .output()
+            .expect("run dcos");
+        (
+            o.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    };
+    let def = c.dir.join("sl.json");
+    std::fs::write(
+        &def,
+        r#"{"id": "/sl", "cmd": "sleep 600", "cpus": 0.05, "mem": 16, "instances": 2}"#,
+    )
+    .expect("app");
+    let def = def.display().to_string();
+    let (ok, out) = dcos(&["marathon", "app", "add", &def]);
+    assert!(ok && out.contains("Created deployment"), "{out}");
+    eventually("2/2 in `dcos marathon app list`", secs(60), || {
+        let (ok, out) = dcos(&["marathon", "app", "list"]);
+        std::future::ready(Ok(
+            (ok && out.contains("/sl") && out.contains("2/2")).then_some(())
+        ))
+    })
+    .await;
+    let (ok, out) = dcos(&["marathon", "task", "list"]);
+    assert!(ok && out.matches("sl.").count() >= 2, "{out}");
+    let (ok, out) = dcos(&["marathon", "app", "show", "/sl"]);
+    assert!(ok && out.contains("\"instances\": 2"), "{out}");
+    let (ok, out) = dcos(&["marathon", "app", "add", &def]);
+    assert!(!ok && out.contains("already exists"), "{out}");
+    let (ok, out) = dcos(&["marathon", "app", "update", "/sl", "instances=3"]);
+    assert!(ok && out.contains("Created deployment"), "{out}");
+    eventually("3 running after the update", secs(60), || {
+        let url = format!("{init}/v2/apps/sl");
+        async move {
+            let v = get_json(&url).await;
+            Ok((v["app"]["tasksRunning"] == json!(3)).then_some(()))
+        }
+    })
+    .await;
+    let (ok, out) = dcos(&["marathon", "app", "restart", "/sl"]);
+    assert!(ok && out.contains("Created deployment"), "{out}");
+    let (ok, out) = dcos(&["marathon", "app", "remove", "/sl", "--force"]);
+    assert!(ok, "{out}");
+    gone(&init, "/v2/apps/sl", "/sl removed by the dcos CLI").await;
+}

@@ -769,22 +769,6 @@ async fn universe_trusts_only_what_verifies() {
     assert!(text(&o.stderr).contains("RepositoryNotPresent"));
 }
 
-/// The real dcos CLI's venv, made by scripts/test.sh.
-#[allow(clippy::disallowed_methods)]
-fn dcos_cli() -> String {
-    let p = std::env::var("BASALT_DCOS_CLI").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/basalt/venv-dcoscli/bin/dcos",
-            std::env::var("HOME").unwrap_or_default()
-        )
-    });
-    assert!(
-        Path::new(&p).exists(),
-        "the dcos CLI is not installed at {p}: run `bash scripts/test.sh` (it makes the venv)"
-    );
-    p
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dcos_cli_installs_lists_and_uninstalls_packages() {
     // The cluster setting that lets clients without --allow-unsigned add a plain repository.
