@@ -156,7 +156,74 @@ impl Drop for Proc {
     }
 }
 
+/// Host ports per agent in a test cluster.
+const AGENT_PORTS: u16 = 300;
+/// Agents one port block serves.
+const BLOCK_AGENTS: u16 = 4;
+/// Blocks between 20000 and 30800: below Linux's ephemeral range (32768-60999, where client
+/// sockets would collide) and above the service ports (10000-20000).
+const BLOCKS: u16 = 9;
+const FIRST_PORT: u16 = 20000;
+
+/// A block of host ports for one cluster's agents, held through a lock file naming this
+/// process until the cluster is dropped. Tests run in parallel processes and their tasks
+/// bind real ports: two clusters must never offer the same ones.
+pub(crate) struct PortBlock {
+    pub(crate) base: u16,
+    file: PathBuf,
+}
+
+impl PortBlock {
+    pub(crate) async fn claim() -> PortBlock {
+        let dir = std::env::temp_dir().join("basalt-it-ports");
+        std::fs::create_dir_all(&dir).expect("port lock dir");
+        let me = std::process::id();
+        eventually("a free block of agent ports", secs(300), || {
+            let dir = dir.clone();
+            async move {
+                for k in 0..BLOCKS {
+                    let file = dir.join(format!("block-{k}"));
+                    match std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .open(&file)
+                    {
+                        Ok(mut f) => {
+                            use std::io::Write as _;
+                            let _ = write!(f, "{me}");
+                            return Ok(Some(PortBlock {
+                                base: FIRST_PORT + k * AGENT_PORTS * BLOCK_AGENTS,
+                                file,
+                            }));
+                        }
+                        Err(_) => {
+                            // A holder that died without dropping its block frees it.
+                            let owner = std::fs::read_to_string(&file).unwrap_or_default();
+                            let alive = owner
+                                .trim()
+                                .parse::<u32>()
+                                .is_ok_and(|p| Path::new(&format!("/proc/{p}")).exists());
+                            if !alive && !owner.trim().is_empty() {
+                                let _ = std::fs::remove_file(&file);
+                            }
+                        }
+                    }
+                }
+                Ok(None)
+            }
+        })
+        .await
+    }
+}
+
+impl Drop for PortBlock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.file);
+    }
+}
+
 pub(crate) struct Cluster {
+    pub(crate) ports: PortBlock,
     pub(crate) dir: PathBuf,
     pub(crate) master: Proc,
     pub(crate) master_url: String,
@@ -194,7 +261,12 @@ impl Cluster {
         let port = master_url.rsplit(':').next().unwrap_or("0").to_owned();
         let mut m = master;
         m.args[2] = port;
+        assert!(
+            agents <= BLOCK_AGENTS as usize,
+            "a port block serves {BLOCK_AGENTS} agents"
+        );
         let mut c = Cluster {
+            ports: PortBlock::claim().await,
             dir,
             master: m,
             master_url,
@@ -233,8 +305,11 @@ impl Cluster {
             // Agents share this machine's ports, so each gets its own range.
             format!(
                 "cpus:4;mem:4096;disk:1000;ports:[{}-{}]",
-                31000 + i * 300,
-                31000 + i * 300 + 299
+                usize::from(self.ports.base) + i * usize::from(AGENT_PORTS),
+                usize::from(self.ports.base)
+                    + i * usize::from(AGENT_PORTS)
+                    + usize::from(AGENT_PORTS)
+                    - 1
             ),
             "--attributes".into(),
             format!("rack:r{}", i % 2),
