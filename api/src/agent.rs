@@ -64,6 +64,19 @@ pub struct StatusUpdateMessage {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusAck {
     pub uuid: String,
+    /// The master has forwarded the update to its framework and will relay the framework's
+    /// acknowledgement (`/internal/ack`): until then the agent keeps the update and resends
+    /// it now and then, as Mesos' status update manager does. `false`: done already.
+    #[serde(default)]
+    pub pending: bool,
+}
+
+/// A framework's acknowledgement of an agent's status update, relayed by the master.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AckRelay {
+    pub framework_id: FrameworkId,
+    pub task_id: TaskId,
+    pub uuid: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -291,6 +291,10 @@ impl Client {
         self.post_unit("/internal/teardown", req).await
     }
 
+    pub async fn relay_ack(&self, req: &crate::agent::AckRelay) -> Result<(), ClientError> {
+        self.post_unit("/internal/ack", req).await
+    }
+
     // --- agent read endpoints ---
 
     pub async fn agent_state(&self) -> Result<AgentStateView, ClientError> {

@@ -88,6 +88,7 @@ pub(crate) fn router(agent: Arc<Agent>) -> Router {
         .route("/internal/launch", post(launch))
         .route("/internal/kill", post(kill))
         .route("/internal/teardown", post(teardown))
+        .route("/internal/ack", post(ack))
         .route("/state", get(state))
         .route("/state.json", get(state))
         .route("/slave(1)/state", get(state))
@@ -108,6 +109,16 @@ pub(crate) fn router(agent: Arc<Agent>) -> Router {
 
 fn accepted() -> Response {
     (StatusCode::ACCEPTED, Json(json!({}))).into_response()
+}
+
+/// A framework's acknowledgement of one of our status updates, relayed by the master.
+async fn ack(
+    State(agent): App,
+    body: Result<Json<basalt_api::agent::AckRelay>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(req) = body?;
+    agent.relayed.ack(req.uuid);
+    Ok(accepted())
 }
 
 async fn launch(

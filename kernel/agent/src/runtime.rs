@@ -80,6 +80,8 @@ pub(crate) struct Agent {
     pub(crate) journal: Journal,
     pub(crate) queues: Queues,
     pub(crate) sends: tokio::sync::Semaphore,
+    /// Frameworks' acknowledgements the master relayed, not yet taken by their sender.
+    pub(crate) relayed: crate::updates::Relayed,
     /// Launches being prepared and forked at once. Each fork copies the agent's page
     /// tables; hundreds at once thrash the machine and make every one slow, so a
     /// burst goes through a few at a time (each still takes under a millisecond).
@@ -311,6 +313,7 @@ pub(crate) async fn serve(config: Config, deps: Deps) -> Result<(), Error> {
         journal,
         queues: Queues::default(),
         sends: tokio::sync::Semaphore::new(MAX_CONCURRENT_SENDS),
+        relayed: Default::default(),
         launching: tokio::sync::Semaphore::new(
             std::thread::available_parallelism().map_or(2, |n| n.get()) * 2,
         ),

@@ -22,6 +22,34 @@ const MAX_BATCH: usize = 4096;
 const COMPACT_AFTER: usize = 20_000;
 /// First retry delay of an unacknowledged update.
 const FIRST_RETRY: Duration = Duration::from_millis(100);
+/// How long an update the master forwarded waits for its framework's acknowledgement
+/// before it is sent again (the master forwards it again; Mesos' agent does the same).
+const RESEND_FORWARDED: Duration = Duration::from_secs(10);
+/// Relayed acknowledgements nobody waits for (duplicates) are forgotten past this many.
+const MAX_RELAYED: usize = 100_000;
+
+/// Acknowledgements relayed by the master (`POST /internal/ack`), by update uuid.
+#[derive(Default)]
+pub(crate) struct Relayed {
+    acked: Mutex<HashSet<String>>,
+    notify: tokio::sync::Notify,
+}
+
+impl Relayed {
+    pub(crate) fn ack(&self, uuid: String) {
+        if let Ok(mut a) = self.acked.lock() {
+            if a.len() >= MAX_RELAYED {
+                a.clear();
+            }
+            a.insert(uuid);
+        }
+        self.notify.notify_waiters();
+    }
+
+    fn take(&self, uuid: &str) -> bool {
+        self.acked.lock().is_ok_and(|mut a| a.remove(uuid))
+    }
+}
 
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -371,9 +399,33 @@ async fn send_until_acked(agent: &Arc<Agent>, msg: &StatusUpdateMessage) -> bool
             }
         };
         match result {
-            Ok(_) => {
+            Ok(ack) if !ack.pending => {
                 agent.metrics.acked();
                 return true;
+            }
+            Ok(_) => {
+                // Forwarded: done once the framework's acknowledgement comes back, sent
+                // again if it does not come in time or the agent registers anew.
+                let uuid = msg.status.uuid.clone().unwrap_or_default();
+                let deadline = tokio::time::sleep(RESEND_FORWARDED);
+                tokio::pin!(deadline);
+                loop {
+                    let notified = agent.relayed.notify.notified();
+                    tokio::pin!(notified);
+                    notified.as_mut().enable();
+                    if agent.relayed.take(&uuid) {
+                        agent.metrics.acked();
+                        return true;
+                    }
+                    tokio::select! {
+                        _ = &mut notified => {}
+                        _ = &mut deadline => break,
+                        _ = reg.wait_for(|r| r.epoch != epoch && r.id.is_some()) => break,
+                        _ = agent.shutdown.cancelled() => return false,
+                    }
+                }
+                delay = FIRST_RETRY;
+                continue;
             }
             Err(e) if e.status() == Some(404) => {
                 tracing::info!(agent_id = %id, error = %e, "master does not know this agent; re-registering");

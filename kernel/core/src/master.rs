@@ -17,7 +17,7 @@ pub use views::{ReadKind, Snapshot};
 use crate::allocator::Allocator;
 use crate::time::Timestamp;
 use basalt_api::agent::{
-    AgentInfo, AgentTask, KillTask, LaunchTasks, RegisterAgent, RegisterAgentReply,
+    AckRelay, AgentInfo, AgentTask, KillTask, LaunchTasks, RegisterAgent, RegisterAgentReply,
     StatusUpdateMessage, TeardownFramework,
 };
 use basalt_api::operator;
@@ -173,7 +173,11 @@ pub enum Input {
 pub enum Reply {
     Ok,
     AgentRegistered(RegisterAgentReply),
-    StatusAck(String),
+    /// `pending`: the framework's acknowledgement will be relayed to the agent.
+    StatusAck {
+        uuid: String,
+        pending: bool,
+    },
     Subscribed {
         framework_id: FrameworkId,
         stream_id: String,
@@ -260,6 +264,11 @@ pub enum Action {
         url: String,
         msg: TeardownFramework,
     },
+    /// Relay a framework's acknowledgement to the agent that sent the update.
+    AckAgent {
+        url: String,
+        msg: AckRelay,
+    },
     Publish(operator::Event),
 }
 
@@ -335,6 +344,9 @@ pub(crate) struct Task {
     pub(crate) statuses: Vec<TaskStatus>,
     /// Latest update not yet acknowledged by the framework, and when it was last sent.
     pub(crate) unacked: Option<(TaskStatus, Timestamp)>,
+    /// The uuid of the agent's update that `unacked` is: the framework's acknowledgement of
+    /// it goes on to the agent, which keeps the update until then.
+    pub(crate) relay: Option<String>,
 }
 
 impl Task {
@@ -480,7 +492,7 @@ impl Master {
                 let r = self.agent_status(now, &agent, msg, &mut out);
                 out.push(Action::Reply {
                     to: reply,
-                    result: r.map(Reply::StatusAck),
+                    result: r.map(|(uuid, pending)| Reply::StatusAck { uuid, pending }),
                 });
             }
             Input::LaunchUndeliverable {
@@ -690,6 +702,7 @@ impl Master {
                         state: t.status.state,
                         statuses: vec![t.status.clone()],
                         unacked: None,
+                        relay: None,
                     };
                     out.push(Action::Publish(views::task_added(&task)));
                     self.tasks.insert(key.clone(), task);
@@ -795,7 +808,7 @@ impl Master {
         agent: &AgentId,
         msg: StatusUpdateMessage,
         out: &mut Vec<Action>,
-    ) -> Result<String, Rejection> {
+    ) -> Result<(String, bool), Rejection> {
         let uuid = msg
             .status
             .uuid
@@ -816,6 +829,16 @@ impl Master {
         let known = self.tasks.get(&key).map(|t| (t.agent == *agent, t.state));
         match known {
             Some((true, state)) if state.is_terminal() => {
+                // The agent sending again the terminal update its framework has not
+                // acknowledged yet: still pending.
+                if let Some(t) = self.tasks.get_mut(&key)
+                    && t.unacked
+                        .as_ref()
+                        .is_some_and(|(s, _)| s.uuid.as_deref() == Some(uuid.as_str()))
+                {
+                    t.relay = Some(uuid.clone());
+                    return Ok((uuid, true));
+                }
                 // Duplicate or late update after the master ended the task: acknowledge so
                 // the agent stops retrying, and make sure the task is not left running.
                 if !msg.status.state.is_terminal() {
@@ -836,6 +859,15 @@ impl Master {
                 let mut st = msg.status;
                 st.agent_id = Some(agent.clone());
                 self.apply_status_inner(now, &key, st, true, out);
+                // Forwarded and awaiting the framework: the agent hears of its ack later.
+                if let Some(t) = self.tasks.get_mut(&key)
+                    && t.unacked
+                        .as_ref()
+                        .is_some_and(|(s, _)| s.uuid.as_deref() == Some(uuid.as_str()))
+                {
+                    t.relay = Some(uuid.clone());
+                    return Ok((uuid, true));
+                }
             }
             _ => {
                 // A task we do not know on this agent: it must not run.
@@ -853,7 +885,29 @@ impl Master {
                 }
             }
         }
-        Ok(uuid)
+        Ok((uuid, false))
+    }
+
+    /// Tells the agent that its update `uuid` of task `key` is acknowledged.
+    fn relay_ack(
+        &self,
+        key: &(FrameworkId, TaskId),
+        agent: &AgentId,
+        uuid: String,
+        out: &mut Vec<Action>,
+    ) {
+        if let Some(a) = self.agents.get(agent)
+            && a.status == AgentStatus::Reachable
+        {
+            out.push(Action::AckAgent {
+                url: a.info.url.clone(),
+                msg: AckRelay {
+                    framework_id: key.0.clone(),
+                    task_id: key.1.clone(),
+                    uuid,
+                },
+            });
+        }
     }
 
     /// Applies a status the master itself generates, to a task it knows.
@@ -1233,6 +1287,17 @@ impl Master {
                 });
             }
         }
+        // Updates the framework will never acknowledge now: the agents may let them go.
+        let relays: Vec<_> = keys
+            .iter()
+            .filter_map(|k| {
+                let t = self.tasks.get(k)?;
+                Some((k.clone(), t.agent.clone(), t.relay.clone()?))
+            })
+            .collect();
+        for (key, agent, uuid) in relays {
+            self.relay_ack(&key, &agent, uuid, out);
+        }
         for key in keys {
             let st = TaskStatus::new(key.1.clone(), TaskState::Killed, now.as_secs_f64())
                 .with_reason(reason::FRAMEWORK_REMOVED)
@@ -1348,7 +1413,16 @@ impl Master {
                 match &task.unacked {
                     Some((s, _)) if s.uuid.as_deref() == Some(a.uuid.as_str()) => {
                         task.unacked = None;
-                        if task.state.is_terminal() {
+                        let relay = task
+                            .relay
+                            .take()
+                            .filter(|u| *u == a.uuid)
+                            .map(|u| (task.agent.clone(), u));
+                        let terminal = task.state.is_terminal();
+                        if let Some((agent, uuid)) = relay {
+                            self.relay_ack(&key, &agent, uuid, out);
+                        }
+                        if terminal {
                             self.complete_task(&key);
                         }
                         Ok(())

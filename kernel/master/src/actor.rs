@@ -135,6 +135,7 @@ enum AgentMsg {
     Launch(AgentId, LaunchTasks),
     Kill(KillTask),
     Teardown(TeardownFramework),
+    Ack(basalt_api::agent::AckRelay),
 }
 
 struct Actor {
@@ -328,6 +329,7 @@ impl Actor {
                 }
                 Action::Kill { url, msg, .. } => self.send_to_agent(&url, AgentMsg::Kill(msg)),
                 Action::Teardown { url, msg } => self.send_to_agent(&url, AgentMsg::Teardown(msg)),
+                Action::AckAgent { url, msg } => self.send_to_agent(&url, AgentMsg::Ack(msg)),
                 Action::Publish(ev) => self.publish(&ev),
             }
         }
@@ -452,6 +454,7 @@ async fn agent_link(
                 AgentMsg::Launch(_, l) => client.launch(l).await,
                 AgentMsg::Kill(k) => client.kill(k).await,
                 AgentMsg::Teardown(t) => client.teardown(t).await,
+                AgentMsg::Ack(a) => client.relay_ack(a).await,
             };
             match r {
                 Ok(()) => break,

@@ -365,7 +365,7 @@ async fn agent_status(
         .request(move |reply| Input::StatusUpdate { agent, msg, reply })
         .await?
     {
-        Reply::StatusAck(uuid) => Ok(json_response(&StatusAck { uuid })),
+        Reply::StatusAck { uuid, pending } => Ok(json_response(&StatusAck { uuid, pending })),
         _ => Err(ApiError::Unavailable),
     }
 }

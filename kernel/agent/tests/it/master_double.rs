@@ -63,7 +63,11 @@ async fn status(
     }
     let uuid = msg.status.uuid.clone().unwrap_or_default();
     s.recorded.lock().expect("lock").statuses.push(msg);
-    Json(StatusAck { uuid }).into_response()
+    Json(StatusAck {
+        uuid,
+        pending: false,
+    })
+    .into_response()
 }
 
 impl MasterDouble {

@@ -284,6 +284,7 @@ impl Master {
                         state: TaskState::Staging,
                         statuses: vec![status],
                         unacked: None,
+                        relay: None,
                     };
                     out.push(Action::Publish(views::task_added(&task)));
                     let key = (fw.clone(), info.task_id.clone());

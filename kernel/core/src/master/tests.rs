@@ -685,3 +685,83 @@ fn reserve_then_launch_from_the_reservation() {
         3000
     );
 }
+
+#[test]
+fn the_frameworks_acknowledgement_is_relayed_to_the_agent() {
+    let mut h = H::new();
+    let agent = h.register("a1", "cpus:1;mem:256");
+    let (fw, stream) = h.subscribe("fw", 1);
+    let o = h.offers(1).remove(0);
+    h.call(
+        &stream,
+        accept(&fw, &o.id, vec![task("t1", &agent, 1.0, 256.0)]),
+    )
+    .expect("accepted");
+    let update = |h: &mut H, uuid: &str, state| {
+        let reply = h.tok();
+        let out = h.step(Input::StatusUpdate {
+            agent: agent.clone(),
+            msg: StatusUpdateMessage {
+                framework_id: fw.clone(),
+                status: status(uuid, "t1", state),
+            },
+            reply,
+        });
+        match H::reply(&out) {
+            Ok(Reply::StatusAck { uuid, pending }) => (uuid.clone(), *pending),
+            other => panic!("{other:?}"),
+        }
+    };
+    let ack = |h: &mut H, uuid: &str| {
+        let mut c = Call::new(Some(fw.clone()), CallType::Acknowledge);
+        c.acknowledge = Some(Acknowledge {
+            agent_id: agent.clone(),
+            task_id: TaskId::new("t1"),
+            uuid: uuid.into(),
+        });
+        let reply = h.tok();
+        h.step(Input::Call {
+            stream_id: stream.clone(),
+            call: Box::new(c),
+            reply,
+        })
+    };
+    let relayed = |out: &[Action]| -> Vec<String> {
+        out.iter()
+            .filter_map(|a| match a {
+                Action::AckAgent { msg, .. } => Some(msg.uuid.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    // Forwarded to the framework: the agent is told to wait for its acknowledgement.
+    assert_eq!(
+        update(&mut h, "u1", TaskState::Running),
+        ("u1".into(), true)
+    );
+    // Sent again before the framework answered: still pending, not acknowledged.
+    assert_eq!(
+        update(&mut h, "u1", TaskState::Running),
+        ("u1".into(), true)
+    );
+    let out = ack(&mut h, "u1");
+    assert_eq!(
+        relayed(&out),
+        ["u1"],
+        "the framework's ack goes on to the agent"
+    );
+    assert!(relayed(&ack(&mut h, "u1")).is_empty(), "once");
+    // A terminal update resent before its ack stays pending too.
+    assert_eq!(
+        update(&mut h, "u2", TaskState::Finished),
+        ("u2".into(), true)
+    );
+    assert_eq!(
+        update(&mut h, "u2", TaskState::Finished),
+        ("u2".into(), true)
+    );
+    assert_eq!(relayed(&ack(&mut h, "u2")), ["u2"]);
+    assert!(h.m.tasks.is_empty());
+    // After that, a late copy is simply acknowledged.
+    assert!(!update(&mut h, "u2", TaskState::Finished).1);
+}
