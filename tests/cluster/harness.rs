@@ -385,6 +385,8 @@ pub(crate) struct TestFramework {
     queue: Arc<Mutex<Vec<(String, String, Resources)>>>,
     pub(crate) per_offer: usize,
     task: tokio::task::JoinHandle<()>,
+    /// While set, updates are recorded but not acknowledged (`release_acks` sends them).
+    hold: Arc<Mutex<Option<Vec<Acknowledge>>>>,
 }
 
 impl TestFramework {
@@ -405,12 +407,14 @@ impl TestFramework {
         let states: Arc<Mutex<HashMap<String, basalt_api::TaskStatus>>> = Arc::default();
         let queue: Arc<Mutex<Vec<(String, String, Resources)>>> = Arc::default();
         let (id, stream) = (sub.framework_id.clone(), sub.stream_id.clone());
+        let hold: Arc<Mutex<Option<Vec<Acknowledge>>>> = Arc::default();
         let task = tokio::spawn(run_framework(
             client.clone(),
             sub,
             states.clone(),
             queue.clone(),
             per_offer,
+            hold.clone(),
         ));
         TestFramework {
             client,
@@ -420,6 +424,22 @@ impl TestFramework {
             queue,
             per_offer,
             task,
+            hold,
+        }
+    }
+
+    /// Stops acknowledging updates until `release_acks`.
+    pub(crate) fn hold_acks(&self) {
+        *self.hold.lock().expect("hold") = Some(Vec::new());
+    }
+
+    /// Acknowledges what was held back, and everything from now on.
+    pub(crate) async fn release_acks(&self) {
+        let held = self.hold.lock().expect("hold").take().unwrap_or_default();
+        for a in held {
+            let mut call = Call::new(Some(self.id.clone()), CallType::Acknowledge);
+            call.acknowledge = Some(a);
+            let _ = self.client.call(&self.stream, call).await;
         }
     }
 
@@ -464,6 +484,7 @@ async fn run_framework(
     states: Arc<Mutex<HashMap<String, basalt_api::TaskStatus>>>,
     queue: Arc<Mutex<Vec<(String, String, Resources)>>>,
     per_offer: usize,
+    hold: Arc<Mutex<Option<Vec<Acknowledge>>>>,
 ) {
     let fw = sub.framework_id.clone();
     while let Some(ev) = sub.events.recv().await {
@@ -519,13 +540,23 @@ async fn run_framework(
                 if let Some(u) = ev.update {
                     let st = u.status;
                     if let (Some(uuid), Some(agent)) = (st.uuid.clone(), st.agent_id.clone()) {
-                        let mut call = Call::new(Some(fw.clone()), CallType::Acknowledge);
-                        call.acknowledge = Some(Acknowledge {
+                        let a = Acknowledge {
                             agent_id: agent,
                             task_id: st.task_id.clone(),
                             uuid,
-                        });
-                        let _ = client.call(&sub.stream_id, call).await;
+                        };
+                        let held = match hold.lock().expect("hold").as_mut() {
+                            Some(h) => {
+                                h.push(a.clone());
+                                true
+                            }
+                            None => false,
+                        };
+                        if !held {
+                            let mut call = Call::new(Some(fw.clone()), CallType::Acknowledge);
+                            call.acknowledge = Some(a);
+                            let _ = client.call(&sub.stream_id, call).await;
+                        }
                     }
                     states
                         .lock()

@@ -537,3 +537,53 @@ async fn basalt_up_serves_a_cluster_and_recovers_it_on_the_same_data_dir() {
     p.signal(libc::SIGINT);
     kill_processes_under(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_keeps_each_update_until_its_framework_acknowledges_it() {
+    let c = Cluster::start("ack-relay", 1).await;
+    let fw = TestFramework::start(c.client(), "ackless", None, 1).await;
+    fw.hold_acks();
+    fw.launch("held", "exec sleep 300", 0.01, 8.0);
+    let pending = |agent: String| async move {
+        let m = get_json(&format!("{agent}/metrics/snapshot")).await;
+        m["slave/status_updates_pending"].as_f64().unwrap_or(-1.0)
+    };
+    eventually("TASK_RUNNING reaches the framework", secs(30), || async {
+        Ok((fw.state("held") == Some(TaskState::Running)).then_some(()))
+    })
+    .await;
+    assert_eq!(
+        pending(c.agent_urls[0].clone()).await,
+        1.0,
+        "unacknowledged by the framework: the agent still holds it"
+    );
+    // Killed while RUNNING is unacknowledged: TASK_KILLED waits behind it on the agent.
+    let agent_id = c.client().slaves().await.expect("slaves").slaves[0]
+        .id
+        .clone();
+    let mut kill = Call::new(Some(fw.id.clone()), CallType::Kill);
+    kill.kill = Some(basalt_api::scheduler::Kill {
+        task_id: basalt_api::TaskId::new("held"),
+        agent_id: Some(basalt_api::AgentId::new(agent_id)),
+        kill_policy: None,
+    });
+    fw.call(kill).await;
+    eventually("two updates held on the agent", secs(30), || {
+        let a = c.agent_urls[0].clone();
+        async move { Ok((pending(a).await == 2.0).then_some(())) }
+    })
+    .await;
+    assert_ne!(
+        fw.state("held"),
+        Some(TaskState::Killed),
+        "the kill is not reported before the framework acknowledged RUNNING"
+    );
+    fw.release_acks().await;
+    eventually("TASK_KILLED delivered and acknowledged", secs(30), || {
+        let a = c.agent_urls[0].clone();
+        let st = fw.state("held");
+        async move { Ok((st == Some(TaskState::Killed) && pending(a).await == 0.0).then_some(())) }
+    })
+    .await;
+    fw.stop();
+}
