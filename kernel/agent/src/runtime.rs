@@ -419,6 +419,24 @@ pub(crate) fn launch(agent: &Arc<Agent>, launch: TaskLaunch) {
     });
 }
 
+/// A launch that ends before its command starts: what was prepared is released, the
+/// cgroups go, and the agent reports `st`.
+async fn abandon_launch(
+    agent: &Arc<Agent>,
+    key: &TaskKey,
+    rec: &TaskRecord,
+    prepared: Option<supervisor::Prepared>,
+    st: TaskStatus,
+) {
+    let dirs = rec.cgroups.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        drop(prepared);
+        cgroups::destroy(&dirs)
+    })
+    .await;
+    submit(agent, key, st.with_source(source::AGENT)).await;
+}
+
 /// Prepares, starts and watches a freshly launched task.
 async fn run_new(agent: Arc<Agent>, key: TaskKey, plan: Plan) {
     let permit = tokio::select! {
@@ -455,30 +473,20 @@ async fn run_new(agent: Arc<Agent>, key: TaskKey, plan: Plan) {
     let prepared = match prepared {
         Ok(p) => p,
         Err(why) => {
-            let dirs = rec.cgroups.clone();
-            let _ = tokio::task::spawn_blocking(move || cgroups::destroy(&dirs)).await;
             let st = agent
                 .status(&rec, TaskState::Failed)
                 .with_reason(reason::CONTAINER_LAUNCH_FAILED)
-                .with_message(why)
-                .with_source(source::AGENT);
-            submit(&agent, &key, st).await;
+                .with_message(why);
+            abandon_launch(&agent, &key, &rec, None, st).await;
             return;
         }
     };
     if killed_early {
-        let dirs = rec.cgroups.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            drop(prepared);
-            cgroups::destroy(&dirs)
-        })
-        .await;
         let st = agent
             .status(&rec, TaskState::Killed)
             .with_reason(reason::TASK_KILLED_DURING_LAUNCH)
-            .with_message("Killed before it started")
-            .with_source(source::AGENT);
-        submit(&agent, &key, st).await;
+            .with_message("Killed before it started");
+        abandon_launch(&agent, &key, &rec, Some(prepared), st).await;
         return;
     }
     let permit = if uris.is_empty() {
@@ -519,12 +527,6 @@ async fn run_new(agent: Arc<Agent>, key: TaskKey, plan: Plan) {
                 p = agent.launching.acquire() => p.ok(),
             },
             Err(why) => {
-                let dirs = rec.cgroups.clone();
-                let _ = tokio::task::spawn_blocking(move || {
-                    drop(prepared);
-                    cgroups::destroy(&dirs)
-                })
-                .await;
                 let st = match why {
                     Some(why) => agent
                         .status(&rec, TaskState::Failed)
@@ -535,7 +537,7 @@ async fn run_new(agent: Arc<Agent>, key: TaskKey, plan: Plan) {
                         .with_reason(reason::TASK_KILLED_DURING_LAUNCH)
                         .with_message("Killed while its URIs were being fetched"),
                 };
-                submit(&agent, &key, st.with_source(source::AGENT)).await;
+                abandon_launch(&agent, &key, &rec, Some(prepared), st).await;
                 return;
             }
         };
@@ -546,18 +548,11 @@ async fn run_new(agent: Arc<Agent>, key: TaskKey, plan: Plan) {
             .get(&key)
             .is_none_or(|e| e.record.killing)
         {
-            let dirs = rec.cgroups.clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                drop(prepared);
-                cgroups::destroy(&dirs)
-            })
-            .await;
             let st = agent
                 .status(&rec, TaskState::Killed)
                 .with_reason(reason::TASK_KILLED_DURING_LAUNCH)
-                .with_message("Killed before it started")
-                .with_source(source::AGENT);
-            submit(&agent, &key, st).await;
+                .with_message("Killed before it started");
+            abandon_launch(&agent, &key, &rec, Some(prepared), st).await;
             return;
         }
         permit
