@@ -107,7 +107,7 @@ async fn dns_follows_tasks_and_forwards_other_names() {
         "--allocation-interval",
         "50ms",
         "--resources",
-        "cpus:4;mem:2048;disk:100;ports:[34500-34599]",
+        "cpus:4;mem:2048;disk:100;ports:[32000-32099]",
         "--ready-file",
         &ready.display().to_string(),
     ]
@@ -126,18 +126,18 @@ async fn dns_follows_tasks_and_forwards_other_names() {
     assert!(soa.contains("flags: qr aa"), "authoritative: {soa}");
 
     let fw = TestFramework::start(Client::new(&master), "marathon", None, 10).await;
-    fw.launch_res("web.1", "sleep 600", one_port(34501));
-    fw.launch_res("web.2", "sleep 600", one_port(34502));
+    fw.launch_res("web.1", "sleep 600", one_port(32001));
+    fw.launch_res("web.2", "sleep 600", one_port(32002));
     let srv = eventually("two SRV records for web", secs(20), || {
         let srv = dig.short("_web._tcp.marathon.mesos", "SRV");
         async move { Ok((srv.len() == 2).then_some(srv)) }
     })
     .await;
     assert!(
-        srv[0].starts_with("0 1 34501 web-") && srv[0].ends_with(".marathon.slave.mesos."),
+        srv[0].starts_with("0 1 32001 web-") && srv[0].ends_with(".marathon.slave.mesos."),
         "{srv:?}"
     );
-    assert!(srv[1].starts_with("0 1 34502 "), "{srv:?}");
+    assert!(srv[1].starts_with("0 1 32002 "), "{srv:?}");
     assert_eq!(dig.short("web.marathon.mesos", "A"), vec!["127.0.0.1"]);
     let target = srv[0].split(' ').nth(3).expect("target").to_owned();
     assert_eq!(
@@ -219,7 +219,7 @@ async fn dns_follows_tasks_and_forwards_other_names() {
     fw.call(kill).await;
     eventually("web.1 leaves the SRV answer", secs(20), || {
         let srv = dig.short("_web._tcp.marathon.mesos", "SRV");
-        async move { Ok((srv.len() == 1 && srv[0].starts_with("0 1 34502 ")).then_some(())) }
+        async move { Ok((srv.len() == 1 && srv[0].starts_with("0 1 32002 ")).then_some(())) }
     })
     .await;
     let changed = tokio::time::timeout(secs(30), watcher)

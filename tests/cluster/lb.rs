@@ -32,7 +32,9 @@ impl Drop for Up {
 }
 
 /// `basalt up` with every role but DNS on free ports; its agent offers `ports` (tests that
-/// run at the same time must not share host ports).
+/// run at the same time must not share host ports, and stay in 30800-32767: below Linux's
+/// ephemeral range, where client sockets would hold them, and above the port blocks of
+/// `Cluster`).
 async fn up(name: &str, ports: &str) -> Up {
     up_with(name, ports, &[]).await
 }
@@ -258,7 +260,7 @@ fn server_pid(port: u16) -> Option<i32> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lb_rolling_upgrades_and_a_killed_backend_under_load() {
-    let u = up("lb-roll", "33000-33199").await;
+    let u = up("lb-roll", "30800-30999").await;
     let labels = json!({"HAPROXY_GROUP": "external", "HAPROXY_0_VHOST": "web.test"});
     let mut def = app("/web", 3, 10601, labels);
     deploy(&u.init, def.clone()).await;
@@ -365,7 +367,7 @@ fn raw_request(addr: &str, request: &[u8]) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lb_routes_vhosts_paths_app_ids_tcp_and_follows_scaling() {
-    let u = up("lb-routes", "33200-33399").await;
+    let u = up("lb-routes", "31000-31199").await;
     let ext = |extra: Value| {
         let mut l = json!({"HAPROXY_GROUP": "external"});
         if let (Some(l), Some(e)) = (l.as_object_mut(), extra.as_object()) {
@@ -674,7 +676,7 @@ async fn lb_terminates_tls_speaks_h2_upgrades_and_keeps_sessions_sticky() {
         "--lb-https-port".into(),
         "0".into(),
     ];
-    let u = up_with("lb-tls", "33400-33599", &tls_args).await;
+    let u = up_with("lb-tls", "31200-31399", &tls_args).await;
     let https = u.proc.ready("lb_https").await;
     let labels = json!({"HAPROXY_GROUP": "external", "HAPROXY_0_VHOST": "secure.test",
                         "HAPROXY_0_REDIRECT_TO_HTTPS": "true", "HAPROXY_0_STICKY": "true"});
@@ -815,7 +817,7 @@ async fn lb_terminates_tls_speaks_h2_upgrades_and_keeps_sessions_sticky() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lb_runs_as_a_role_of_an_edge_node() {
     // The cluster: master, agent and init, no LB of its own.
-    let u = up_with("lb-edge-core", "33600-33699", &["--no-lb".to_string()]).await;
+    let u = up_with("lb-edge-core", "31400-31499", &["--no-lb".to_string()]).await;
     let master = u.proc.ready("master").await;
     // A public edge node: an agent and a load balancer, joined to that master.
     let dir = temp_dir("lb-edge-node");
@@ -835,7 +837,7 @@ async fn lb_runs_as_a_role_of_an_edge_node() {
         "--attributes",
         "public_ip:true",
         "--resources",
-        "cpus:2;mem:1024;disk:100;ports:[33700-33799]",
+        "cpus:2;mem:1024;disk:100;ports:[31500-31599]",
         "--lb-http-port",
         "0",
         "--lb-stats-port",
@@ -862,7 +864,7 @@ async fn lb_runs_as_a_role_of_an_edge_node() {
     assert!(
         pool["backends"][0]["address"]
             .as_str()
-            .is_some_and(|a| a.contains(":337")),
+            .is_some_and(|a| a.contains(":315")),
         "runs on the edge agent's ports: {pool}"
     );
     let (s, body) = get_host(&reqwest::Client::new(), &edge_http, "edge.test", "/").await;
@@ -874,7 +876,7 @@ async fn lb_runs_as_a_role_of_an_edge_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lb_sends_traffic_only_to_ready_instances() {
-    let u = up("lb-ready", "33800-33899").await;
+    let u = up("lb-ready", "31600-31699").await;
     // Healthy at once (GET / answers), ready only after 4 s (GET /ready).
     let mut def = app(
         "/warm",

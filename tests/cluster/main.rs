@@ -468,7 +468,7 @@ async fn basalt_up_serves_a_cluster_and_recovers_it_on_the_same_data_dir() {
         "--ready-file".into(),
         ready.display().to_string(),
         "--resources".into(),
-        "cpus:2;mem:1024;disk:100;ports:[34600-34610]".into(),
+        "cpus:2;mem:1024;disk:100;ports:[32100-32110]".into(),
         "--dns-port".into(),
         "0".into(),
         "--dns-http-port".into(),

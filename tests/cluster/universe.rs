@@ -142,7 +142,7 @@ async fn healthy(init: &str, id: &str) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn universe_installs_lists_and_uninstalls_through_cosmos_api_and_cli() {
-    let u = up("universe-api", "34100-34199").await;
+    let u = up("universe-api", "31700-31799").await;
     let base = u.universe.clone();
 
     let caps = get_json(&format!("{base}/capabilities")).await;
@@ -462,7 +462,7 @@ fn free_port() -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn universe_trusts_only_what_verifies() {
-    let mut u = up("universe-trust", "34200-34299").await;
+    let mut u = up("universe-trust", "31800-31899").await;
     let work = u.dir.join("acme");
     let (repo, keys) = (work.join("repo"), work.join("keys"));
     let (repo_s, keys_s) = (repo.display().to_string(), keys.display().to_string());
@@ -774,7 +774,7 @@ async fn the_dcos_cli_installs_lists_and_uninstalls_packages() {
     // The cluster setting that lets clients without --allow-unsigned add a plain repository.
     let u = up_with(
         "universe-dcos",
-        "34300-34399",
+        "31900-31999",
         &["--universe-allow-unsigned"],
     )
     .await;
