@@ -165,7 +165,8 @@ async fn universe_installs_lists_and_uninstalls_through_cosmos_api_and_cli() {
     assert_eq!(pkgs[0]["selected"], true);
     let (_, _, all) = rpc(&base, "search", "v1", json!({})).await;
     assert_eq!(all["packages"][0]["name"], "hello-world", "selected first");
-    assert_eq!(all["packages"][1]["name"], "static-site");
+    assert_eq!(all["packages"][1]["name"], "kv-store");
+    assert_eq!(all["packages"][2]["name"], "static-site");
 
     // Describe (v3), list-versions, an unknown package (Cosmos' error body and type).
     let (s, ct, v) = rpc(
@@ -405,6 +406,33 @@ async fn universe_installs_lists_and_uninstalls_through_cosmos_api_and_cli() {
     );
     let o = cli(&u, &["package", "uninstall", "static-site"]);
     assert!(o.status.success(), "{}", text(&o.stderr));
+    // A package whose program is an asset of the repository, fetched by the agent.
+    let (s, _, v) = rpc(&base, "install", "v2", json!({"packageName": "kv-store"})).await;
+    assert_eq!(s, 200, "{v}");
+    let app = healthy(&u.init, "/kv-store").await;
+    let kv = format!(
+        "http://{}:{}/v1/kv",
+        app["tasks"][0]["host"].as_str().unwrap_or("127.0.0.1"),
+        app["tasks"][0]["ports"][0]
+    );
+    let http = reqwest::Client::new();
+    let put = http
+        .put(format!("{kv}/greeting"))
+        .body("hello")
+        .send()
+        .await
+        .expect("PUT");
+    assert_eq!(put.status().as_u16(), 204);
+    let got = reqwest::get(format!("{kv}/greeting"))
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(got, "hello");
+    let (s, _, _) = rpc(&base, "uninstall", "v1", json!({"packageName": "kv-store"})).await;
+    assert_eq!(s, 200);
+
     let o = cli(&u, &["package", "install", "nope", "--yes"]);
     assert_eq!(o.status.code(), Some(1));
     let err = text(&o.stderr);

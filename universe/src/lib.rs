@@ -87,9 +87,17 @@ pub async fn start(cfg: Config, deps: Deps) -> Result<Running, UniverseError> {
     let mut serve = Vec::new();
     if cfg.builtin {
         let dir = builtin_dir.clone();
-        let b = tokio::task::spawn_blocking(move || builtin::prepare(&dir, SystemTime::now()))
-            .await
-            .map_err(|e| UniverseError::State(e.to_string()))??;
+        // Where agents fetch the built-in packages' assets from.
+        let host = if cfg.ip == "0.0.0.0" || cfg.ip == "::" {
+            "127.0.0.1".to_string()
+        } else {
+            cfg.ip.clone()
+        };
+        let url = format!("http://{host}:{}/universe/builtin", addr.port());
+        let b =
+            tokio::task::spawn_blocking(move || builtin::prepare(&dir, &url, SystemTime::now()))
+                .await
+                .map_err(|e| UniverseError::State(e.to_string()))??;
         defaults.push(b.spec);
         serve.push(("builtin".to_string(), b.repo_dir));
     }

@@ -322,6 +322,31 @@ fn archive_files(repo: &Path, only: Option<&str>) -> Result<Vec<(String, Vec<u8>
     Ok(out)
 }
 
+/// Every regular file under `dir` (recursively), named `prefix/...`.
+fn asset_files(dir: &Path, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, PublishError> {
+    let mut out = Vec::new();
+    let entries = match std::fs::read_dir(dir) {
+        Ok(d) => d,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(PublishError::Io(dir.display().to_string(), e)),
+    };
+    for e in entries {
+        let e = e.map_err(io(dir))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        let path = e.path();
+        let kind = e.file_type().map_err(io(&path))?;
+        if kind.is_dir() {
+            out.extend(asset_files(&path, &format!("{prefix}/{name}"))?);
+        } else if kind.is_file() {
+            out.push((
+                format!("{prefix}/{name}"),
+                std::fs::read(&path).map_err(io(&path))?,
+            ));
+        }
+    }
+    Ok(out)
+}
+
 fn current_version<T: serde::de::DeserializeOwned>(
     path: &Path,
     version: impl Fn(&T) -> u64,
@@ -385,6 +410,10 @@ pub fn sign_repo(
     files.insert(INDEX_FILE.to_string(), TargetFile::of(&index_bytes));
     for (rel, bytes) in &archives {
         files.insert(rel.clone(), TargetFile::of(bytes));
+    }
+    // Files packages point at (`resource.json` assets) are targets too.
+    for (rel, bytes) in asset_files(&repo.join("assets"), "assets")? {
+        files.insert(rel, TargetFile::of(&bytes));
     }
     let tv = current_version::<Targets>(&repo.join("targets.json"), |t| t.version) + 1;
     let targets = sign(Targets::new(tv, now + expiry.targets, files), &[&tk])?.to_json_bytes()?;

@@ -59,7 +59,11 @@ fn inside(dir: &Path, rel: &str) -> Option<PathBuf> {
         }
     }
     let last = parts.last()?;
-    let published = last.ends_with(".json") || last.ends_with(".tar.gz") || *last == "repo";
+    // Metadata, index and archives; and assets packages point at (`assets/...`).
+    let published = last.ends_with(".json")
+        || last.ends_with(".tar.gz")
+        || *last == "repo"
+        || (parts.first() == Some(&"assets") && parts.len() > 1 && !last.ends_with(".key"));
     (published && !rel.ends_with('/')).then_some(out)
 }
 
@@ -89,6 +93,10 @@ mod tests {
         assert_eq!(
             inside(d, "packages/a/0.tar.gz"),
             Some(PathBuf::from("/srv/r/packages/a/0.tar.gz"))
+        );
+        assert_eq!(
+            inside(d, "assets/kv-store/kv.py"),
+            Some(PathBuf::from("/srv/r/assets/kv-store/kv.py"))
         );
         for bad in [
             "../x",
