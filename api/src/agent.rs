@@ -79,6 +79,12 @@ pub struct AckRelay {
     pub uuid: String,
 }
 
+/// Relayed acknowledgements, batched (a burst of updates is acknowledged in bursts).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AckRelays {
+    pub acks: Vec<AckRelay>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LaunchTasks {
     pub master_id: String,

@@ -291,7 +291,7 @@ impl Client {
         self.post_unit("/internal/teardown", req).await
     }
 
-    pub async fn relay_ack(&self, req: &crate::agent::AckRelay) -> Result<(), ClientError> {
+    pub async fn relay_acks(&self, req: &crate::agent::AckRelays) -> Result<(), ClientError> {
         self.post_unit("/internal/ack", req).await
     }
 

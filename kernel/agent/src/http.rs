@@ -114,10 +114,12 @@ fn accepted() -> Response {
 /// A framework's acknowledgement of one of our status updates, relayed by the master.
 async fn ack(
     State(agent): App,
-    body: Result<Json<basalt_api::agent::AckRelay>, JsonRejection>,
+    body: Result<Json<basalt_api::agent::AckRelays>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(req) = body?;
-    agent.relayed.ack(req.uuid);
+    for a in req.acks {
+        agent.relayed.ack(a.uuid);
+    }
     Ok(accepted())
 }
 

@@ -575,14 +575,11 @@ async fn run_new(agent: Arc<Agent>, key: TaskKey, plan: Plan) {
     let (spawned, procs, own_child) = match spawned {
         Ok((Ok(s), procs, ours)) => (s, procs.unwrap_or((None, None)), ours),
         Ok((Err(e), _, _)) => {
-            let dirs = rec.cgroups.clone();
-            let _ = tokio::task::spawn_blocking(move || cgroups::destroy(&dirs)).await;
             let st = agent
                 .status(&rec, TaskState::Failed)
                 .with_reason(reason::CONTAINER_LAUNCH_FAILED)
-                .with_message(format!("Failed to launch the task: {e}"))
-                .with_source(source::AGENT);
-            submit(&agent, &key, st).await;
+                .with_message(format!("Failed to launch the task: {e}"));
+            abandon_launch(&agent, &key, &rec, None, st).await;
             return;
         }
         Err(e) => {

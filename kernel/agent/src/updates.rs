@@ -22,32 +22,63 @@ const MAX_BATCH: usize = 4096;
 const COMPACT_AFTER: usize = 20_000;
 /// First retry delay of an unacknowledged update.
 const FIRST_RETRY: Duration = Duration::from_millis(100);
-/// How long an update the master forwarded waits for its framework's acknowledgement
-/// before it is sent again (the master forwards it again; Mesos' agent does the same).
+/// How long an update the master forwarded first waits for its framework's acknowledgement
+/// before it is sent again (the master forwards it again); doubling up to
+/// `RESEND_FORWARDED_MAX`, as Mesos' agent backs off.
 const RESEND_FORWARDED: Duration = Duration::from_secs(10);
-/// Relayed acknowledgements nobody waits for (duplicates) are forgotten past this many.
-const MAX_RELAYED: usize = 100_000;
+const RESEND_FORWARDED_MAX: Duration = Duration::from_secs(600);
+/// Relayed acknowledgements that came before anyone waited for them, kept at most this many.
+const MAX_EARLY: usize = 10_000;
 
-/// Acknowledgements relayed by the master (`POST /internal/ack`), by update uuid.
+/// Acknowledgements relayed by the master (`POST /internal/ack`), handed to the sender
+/// waiting for that update.
 #[derive(Default)]
 pub(crate) struct Relayed {
-    acked: Mutex<HashSet<String>>,
-    notify: tokio::sync::Notify,
+    inner: Mutex<RelayedInner>,
+}
+
+#[derive(Default)]
+struct RelayedInner {
+    waiting: HashMap<String, oneshot::Sender<()>>,
+    /// Arrived before their sender started waiting (the master's answer and the relay
+    /// race); oldest first, bounded.
+    early: VecDeque<String>,
 }
 
 impl Relayed {
     pub(crate) fn ack(&self, uuid: String) {
-        if let Ok(mut a) = self.acked.lock() {
-            if a.len() >= MAX_RELAYED {
-                a.clear();
+        let Ok(mut r) = self.inner.lock() else { return };
+        match r.waiting.remove(&uuid) {
+            Some(tx) => {
+                let _ = tx.send(());
             }
-            a.insert(uuid);
+            None => {
+                if r.early.len() >= MAX_EARLY {
+                    r.early.pop_front();
+                }
+                r.early.push_back(uuid);
+            }
         }
-        self.notify.notify_waiters();
     }
 
-    fn take(&self, uuid: &str) -> bool {
-        self.acked.lock().is_ok_and(|mut a| a.remove(uuid))
+    /// `None` if the acknowledgement is here already; else what resolves when it comes.
+    fn wait(&self, uuid: &str) -> Option<oneshot::Receiver<()>> {
+        let Ok(mut r) = self.inner.lock() else {
+            return None;
+        };
+        if let Some(i) = r.early.iter().position(|u| u == uuid) {
+            r.early.remove(i);
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        r.waiting.insert(uuid.to_owned(), tx);
+        Some(rx)
+    }
+
+    fn cancel(&self, uuid: &str) {
+        if let Ok(mut r) = self.inner.lock() {
+            r.waiting.remove(uuid);
+        }
     }
 }
 
@@ -377,6 +408,7 @@ async fn drain(agent: Arc<Agent>, key: TaskKey) {
 /// Retries until the master acknowledges; false when the agent is stopping.
 async fn send_until_acked(agent: &Arc<Agent>, msg: &StatusUpdateMessage) -> bool {
     let mut delay = FIRST_RETRY;
+    let mut resend = RESEND_FORWARDED;
     let mut reg = agent.registration.subscribe();
     loop {
         let id = tokio::select! {
@@ -407,23 +439,27 @@ async fn send_until_acked(agent: &Arc<Agent>, msg: &StatusUpdateMessage) -> bool
                 // Forwarded: done once the framework's acknowledgement comes back, sent
                 // again if it does not come in time or the agent registers anew.
                 let uuid = msg.status.uuid.clone().unwrap_or_default();
-                let deadline = tokio::time::sleep(RESEND_FORWARDED);
-                tokio::pin!(deadline);
-                loop {
-                    let notified = agent.relayed.notify.notified();
-                    tokio::pin!(notified);
-                    notified.as_mut().enable();
-                    if agent.relayed.take(&uuid) {
-                        agent.metrics.acked();
-                        return true;
+                let Some(rx) = agent.relayed.wait(&uuid) else {
+                    agent.metrics.acked();
+                    return true;
+                };
+                tokio::select! {
+                    r = rx => {
+                        if r.is_ok() {
+                            agent.metrics.acked();
+                            return true;
+                        }
                     }
-                    tokio::select! {
-                        _ = &mut notified => {}
-                        _ = &mut deadline => break,
-                        _ = reg.wait_for(|r| r.epoch != epoch && r.id.is_some()) => break,
-                        _ = agent.shutdown.cancelled() => return false,
+                    _ = tokio::time::sleep(resend) => {
+                        resend = (resend * 2).min(RESEND_FORWARDED_MAX);
+                    }
+                    _ = reg.wait_for(|r| r.epoch != epoch && r.id.is_some()) => {}
+                    _ = agent.shutdown.cancelled() => {
+                        agent.relayed.cancel(&uuid);
+                        return false;
                     }
                 }
+                agent.relayed.cancel(&uuid);
                 delay = FIRST_RETRY;
                 continue;
             }

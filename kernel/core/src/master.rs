@@ -682,9 +682,14 @@ impl Master {
                 kill.push(key.1.clone());
                 continue;
             }
-            if t.status.state.is_terminal() {
-                // Ended while nobody was looking; the agent's own reliable update brings
-                // the final state, so only make sure we know the task.
+            let completed = self
+                .frameworks
+                .get(&key.0)
+                .is_some_and(|f| f.completed.iter().any(|c| c.info.task_id == key.1));
+            if t.status.state.is_terminal() && completed {
+                // Its end was acknowledged while the agent was away (the relay could not
+                // reach it): the agent's resent update is answered as done.
+                continue;
             }
             self.ensure_framework(now, &t.launch, out);
             let res = RoleResources::from_wire(&t.launch.task.resources).unwrap_or_default();
@@ -699,8 +704,19 @@ impl Master {
                         info: t.launch.task.clone(),
                         role: t.launch.role.clone(),
                         resources: res.clone(),
-                        state: t.status.state,
-                        statuses: vec![t.status.clone()],
+                        // A task that ended while the master was away is known as not yet
+                        // ended: its terminal update, which the agent still holds, must go
+                        // through to the framework like any other.
+                        state: if t.status.state.is_terminal() {
+                            TaskState::Staging
+                        } else {
+                            t.status.state
+                        },
+                        statuses: if t.status.state.is_terminal() {
+                            Vec::new()
+                        } else {
+                            vec![t.status.clone()]
+                        },
                         unacked: None,
                         relay: None,
                     };
@@ -855,6 +871,25 @@ impl Master {
                 self.counters.invalid_status_updates += 1;
             }
             Some((true, _)) => {
+                if let Some(t) = self.tasks.get_mut(&key) {
+                    // The update still waiting for its framework, sent again: nothing to
+                    // apply or forward again (the master's own resend does that).
+                    if t.unacked
+                        .as_ref()
+                        .is_some_and(|(s, _)| s.uuid.as_deref() == Some(uuid.as_str()))
+                    {
+                        t.relay = Some(uuid.clone());
+                        return Ok((uuid, true));
+                    }
+                    // An update applied before (a replay after the agent lost its ack
+                    // record): never apply an older state again.
+                    if t.statuses
+                        .iter()
+                        .any(|s| s.uuid.as_deref() == Some(uuid.as_str()))
+                    {
+                        return Ok((uuid, false));
+                    }
+                }
                 self.counters.valid_status_updates += 1;
                 let mut st = msg.status;
                 st.agent_id = Some(agent.clone());

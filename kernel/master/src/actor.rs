@@ -135,7 +135,6 @@ enum AgentMsg {
     Launch(AgentId, LaunchTasks),
     Kill(KillTask),
     Teardown(TeardownFramework),
-    Ack(basalt_api::agent::AckRelay),
 }
 
 struct Actor {
@@ -147,6 +146,9 @@ struct Actor {
     next_conn: ConnId,
     events: broadcast::Sender<Bytes>,
     links: HashMap<String, mpsc::Sender<AgentMsg>>,
+    /// Relayed acknowledgements go on their own link, in batches, so a burst of them can
+    /// neither delay nor crowd out launches and kills.
+    ack_links: HashMap<String, mpsc::Sender<basalt_api::agent::AckRelay>>,
     self_tx: mpsc::Sender<Cmd>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
@@ -172,6 +174,7 @@ pub(crate) fn spawn(
         next_conn: 0,
         events,
         links: HashMap::new(),
+        ack_links: HashMap::new(),
         self_tx: tx.clone(),
         tracker: TaskTracker::new(),
         shutdown,
@@ -329,7 +332,7 @@ impl Actor {
                 }
                 Action::Kill { url, msg, .. } => self.send_to_agent(&url, AgentMsg::Kill(msg)),
                 Action::Teardown { url, msg } => self.send_to_agent(&url, AgentMsg::Teardown(msg)),
-                Action::AckAgent { url, msg } => self.send_to_agent(&url, AgentMsg::Ack(msg)),
+                Action::AckAgent { url, msg } => self.send_ack(&url, msg),
                 Action::Publish(ev) => self.publish(&ev),
             }
         }
@@ -390,6 +393,18 @@ impl Actor {
         }
     }
 
+    fn send_ack(&mut self, url: &str, msg: basalt_api::agent::AckRelay) {
+        let link = self.ack_links.entry(url.to_owned()).or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(65_536);
+            let client = Client::with_timeout(url, Duration::from_secs(10));
+            self.tracker
+                .spawn(ack_link(client, rx, self.shutdown.clone()));
+            tx
+        });
+        // Full: dropped; the agent's resend brings it back.
+        let _ = link.try_send(msg);
+    }
+
     fn send_to_agent(&mut self, url: &str, msg: AgentMsg) {
         let link = self.links.entry(url.to_owned()).or_insert_with(|| {
             let (tx, rx) = mpsc::channel(1024);
@@ -408,6 +423,42 @@ impl Actor {
             };
             if let AgentMsg::Launch(agent, l) = msg {
                 undeliverable(&self.self_tx, agent, l);
+            }
+        }
+    }
+}
+
+/// Relayed acknowledgements to one agent, as many per request as are waiting. One that
+/// cannot be delivered is dropped: the agent resends its update and gets it again.
+async fn ack_link(
+    client: Client,
+    mut rx: mpsc::Receiver<basalt_api::agent::AckRelay>,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            m = rx.recv() => match m { Some(m) => m, None => return },
+        };
+        let mut acks = vec![first];
+        while acks.len() < 1024 {
+            match rx.try_recv() {
+                Ok(a) => acks.push(a),
+                Err(_) => break,
+            }
+        }
+        let batch = basalt_api::agent::AckRelays { acks };
+        for attempt in 1..=3 {
+            match client.relay_acks(&batch).await {
+                Ok(()) => break,
+                Err(e) if attempt == 3 || e.status().is_some_and(|s| (400..500).contains(&s)) => {
+                    tracing::debug!(url = client.base_url(), error = %e, "acknowledgements not relayed; the agent will resend");
+                    break;
+                }
+                Err(_) => tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(200 * attempt)) => {}
+                },
             }
         }
     }
@@ -454,7 +505,6 @@ async fn agent_link(
                 AgentMsg::Launch(_, l) => client.launch(l).await,
                 AgentMsg::Kill(k) => client.kill(k).await,
                 AgentMsg::Teardown(t) => client.teardown(t).await,
-                AgentMsg::Ack(a) => client.relay_ack(a).await,
             };
             match r {
                 Ok(()) => break,

@@ -765,3 +765,68 @@ fn the_frameworks_acknowledgement_is_relayed_to_the_agent() {
     // After that, a late copy is simply acknowledged.
     assert!(!update(&mut h, "u2", TaskState::Finished).1);
 }
+
+#[test]
+fn a_task_that_ended_while_the_master_was_away_still_reaches_its_framework() {
+    let mut h = H::new();
+    let agent = h.register("a1", "cpus:1;mem:256");
+    let (fw, stream) = h.subscribe("fw", 1);
+    let o = h.offers(1).remove(0);
+    h.call(
+        &stream,
+        accept(&fw, &o.id, vec![task("t1", &agent, 1.0, 256.0)]),
+    )
+    .expect("accepted");
+    let key = (fw.clone(), TaskId::new("t1"));
+    // As after a master restart that lost the task: the agent re-registers reporting it
+    // FINISHED, with its RUNNING and FINISHED updates still unacknowledged.
+    let launch = h.m.tasks[&key].info.clone();
+    h.m.tasks.remove(&key);
+    let info = h.m.agents[&agent].info.clone();
+    let reply = h.tok();
+    h.step(Input::RegisterAgent {
+        req: RegisterAgent {
+            agent_id: Some(agent.clone()),
+            info,
+            tasks: vec![basalt_api::agent::AgentTask {
+                launch: basalt_api::task::TaskLaunch {
+                    framework_id: fw.clone(),
+                    framework_name: "fw".into(),
+                    role: "*".into(),
+                    task: launch,
+                },
+                status: status("u2", "t1", TaskState::Finished),
+            }],
+        },
+        reply,
+    });
+    assert!(
+        !h.m.tasks[&key].state.is_terminal(),
+        "known, but not as ended: the update has yet to reach the framework"
+    );
+    for (uuid, state) in [("u1", TaskState::Running), ("u2", TaskState::Finished)] {
+        let reply = h.tok();
+        let out = h.step(Input::StatusUpdate {
+            agent: agent.clone(),
+            msg: StatusUpdateMessage {
+                framework_id: fw.clone(),
+                status: status(uuid, "t1", state),
+            },
+            reply,
+        });
+        assert!(
+            sent(&out, 1)
+                .iter()
+                .any(|e| e.update.as_ref().is_some_and(|u| u.status.state == state)),
+            "{state:?} forwarded"
+        );
+        let mut ack = Call::new(Some(fw.clone()), CallType::Acknowledge);
+        ack.acknowledge = Some(Acknowledge {
+            agent_id: agent.clone(),
+            task_id: TaskId::new("t1"),
+            uuid: uuid.into(),
+        });
+        h.call(&stream, ack).expect("ack");
+    }
+    assert!(h.m.tasks.is_empty(), "acknowledged: completed");
+}
