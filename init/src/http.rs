@@ -707,11 +707,10 @@ async fn queue(AxState(s): Ctx) -> Json<Value> {
                         unmet.join(", ")
                     ));
                 }
+                if let Some(stats) = st.offer_stats.get(&a.def.id) {
+                    item["processedOffersSummary"] = stats.to_json();
+                }
                 if a.def.container.is_some() && count > 0 {
-                    // Why it waits, in the shape Marathon's queue explains declined offers.
-                    item["processedOffersSummary"] = json!({
-                        "rejectSummaryLastOffers": [{"reason": "NoDockerContainerizer",
-                                                     "declined": 0, "processed": 0}]});
                     item["waitingReason"] = json!(
                         "DOCKER containers need an agent with the Docker containerizer; \
                          no agent offers one yet"

@@ -132,6 +132,32 @@ pub struct State {
     /// When a kill was last asked for, per task: kills are repeated until the task ends
     /// (the master may have been away, or init restarted in between).
     kill_sent: HashMap<String, u64>,
+    /// Why offers went unused, per waiting app (Marathon's `processedOffersSummary`).
+    pub offer_stats: HashMap<String, OfferStats>,
+}
+
+/// What offers did for an app that wants tasks: how many it saw, how many it could not use,
+/// and why not.
+#[derive(Debug, Clone, Default)]
+pub struct OfferStats {
+    pub processed: u64,
+    pub unused: u64,
+    pub last_unused_ms: Option<u64>,
+    pub rejects: BTreeMap<&'static str, u64>,
+}
+
+impl OfferStats {
+    /// `/v2/queue`'s `processedOffersSummary`.
+    pub fn to_json(&self) -> Value {
+        json!({
+            "processedOffersCount": self.processed,
+            "unusedOffersCount": self.unused,
+            "lastUnusedOfferAt": self.last_unused_ms.map(iso),
+            "rejectSummaryLastOffers": self.rejects.iter().map(|(reason, n)| {
+                json!({"reason": reason, "declined": n, "processed": self.processed})
+            }).collect::<Vec<_>>(),
+        })
+    }
 }
 
 /// How long a task must keep running before its app's back-off starts over.
@@ -1080,15 +1106,29 @@ impl State {
         let apps: Vec<String> = self.apps.keys().cloned().collect();
         for app in apps {
             let mut want = self.wanted(&app, now_ms);
+            if want == 0 {
+                self.offer_stats.remove(&app);
+                continue;
+            }
+            let mut launched = 0usize;
+            let mut rejected: Option<&'static str> = None;
             while want > 0 {
                 let Some(a) = self.apps.get(&app) else { break };
                 if a.def.container.is_some() {
                     // Docker apps wait for the Docker containerizer (a later issue).
+                    rejected = Some("NoDockerContainerizer");
                     break;
                 }
                 let defs = a.def.port_defs();
                 let need = Resources::new(a.def.cpus, a.def.mem).with_disk(a.def.disk);
                 if !left.contains(&need) {
+                    rejected = Some(if left.cpus < need.cpus {
+                        "InsufficientCpus"
+                    } else if left.mem < need.mem {
+                        "InsufficientMemory"
+                    } else {
+                        "InsufficientDisk"
+                    });
                     break;
                 }
                 let host_ports: Option<Vec<u64>> = if a.def.require_ports {
@@ -1102,10 +1142,12 @@ impl State {
                         .map(|r| r.iter_ports().collect())
                 };
                 let Some(host_ports) = host_ports.filter(|p| p.len() == defs.len()) else {
+                    rejected = Some("InsufficientPorts");
                     break;
                 };
                 let siblings: Vec<&TaskRecord> = self.active(&app);
                 if !constraints_ok(&a.def.constraints, &offer.hostname, &attrs, &siblings) {
+                    rejected = Some("UnfulfilledConstraint");
                     break;
                 }
                 let ports =
@@ -1140,6 +1182,16 @@ impl State {
                 self.insert_task(rec);
                 out.push(info);
                 want -= 1;
+                launched += 1;
+            }
+            let stats = self.offer_stats.entry(app).or_default();
+            stats.processed += 1;
+            if launched == 0 {
+                stats.unused += 1;
+                stats.last_unused_ms = Some(now_ms);
+                if let Some(r) = rejected {
+                    *stats.rejects.entry(r).or_default() += 1;
+                }
             }
         }
         out

@@ -661,10 +661,21 @@ async fn apps_fetch_their_uris_into_the_sandbox_before_starting() {
             Ok(q["queue"]
                 .as_array()
                 .and_then(|a| a.iter().find(|i| i["app"]["id"] == "/dockerized"))
+                .filter(|i| {
+                    i["processedOffersSummary"]["rejectSummaryLastOffers"]
+                        .as_array()
+                        .is_some_and(|r| r.iter().any(|x| x["reason"] == "NoDockerContainerizer"))
+                })
                 .cloned())
         }
     })
     .await;
+    assert!(
+        item["processedOffersSummary"]["unusedOffersCount"]
+            .as_u64()
+            .is_some_and(|n| n >= 1),
+        "{item}"
+    );
     assert_eq!(item["count"], 1, "{item}");
     assert!(
         item["waitingReason"]

@@ -699,3 +699,48 @@ fn a_deploying_app_waits_for_its_dependencies_to_serve() {
     assert_eq!(resolve_path("/a/b", "../c/d"), "/a/c/d");
     assert_eq!(resolve_path("/a", "/x"), "/x");
 }
+
+#[test]
+fn unused_offers_are_summarized_with_their_reasons() {
+    let mut s = State::default();
+    let mut fx = Effects::default();
+    s.put_app(
+        app(r#"{"id":"/big","cmd":"x","cpus":8,"mem":16,"instances":1}"#),
+        0,
+        true,
+        false,
+        &mut fx,
+    )
+    .expect("big");
+    s.put_app(
+        app(
+            r#"{"id":"/picky","cmd":"x","cpus":0.1,"mem":16,"instances":1,
+               "constraints":[["rack","LIKE","r9"]]}"#,
+        ),
+        0,
+        true,
+        false,
+        &mut fx,
+    )
+    .expect("picky");
+    assert!(launch(&mut s, &offer("a1", "h1", 4.0, "r1"), 5).is_empty());
+    let big = s.offer_stats["/big"].to_json();
+    assert_eq!(big["processedOffersCount"], 1);
+    assert_eq!(big["unusedOffersCount"], 1);
+    assert_eq!(
+        big["rejectSummaryLastOffers"][0]["reason"],
+        "InsufficientCpus"
+    );
+    assert_eq!(
+        s.offer_stats["/picky"].to_json()["rejectSummaryLastOffers"][0]["reason"],
+        "UnfulfilledConstraint"
+    );
+    // Once an app wants nothing, its summary goes.
+    let mut def = s.apps["/big"].def.clone();
+    def.instances = 0;
+    let mut fx = Effects::default();
+    s.put_app(def, 10, false, true, &mut fx)
+        .expect("scaled to 0");
+    launch(&mut s, &offer("a1", "h1", 4.0, "r1"), 11);
+    assert!(!s.offer_stats.contains_key("/big"));
+}
