@@ -679,7 +679,10 @@ async fn delete_deployment(AxState(s): Ctx, Path(id): Path<String>, Query(q): Pa
     }
 }
 
-async fn queue(AxState(s): Ctx) -> Json<Value> {
+async fn queue(AxState(s): Ctx, Query(q): Params) -> Json<Value> {
+    let unused = q
+        .get("embed")
+        .is_some_and(|e| e.contains("lastUnusedOffers"));
     let st = s.lock();
     let now = now_ms();
     let queue: Vec<Value> = st
@@ -709,6 +712,10 @@ async fn queue(AxState(s): Ctx) -> Json<Value> {
                 }
                 if let Some(stats) = st.offer_stats.get(&a.def.id) {
                     item["processedOffersSummary"] = stats.to_json();
+                    if unused {
+                        item["lastUnusedOffers"] =
+                            Value::Array(stats.last_unused.iter().cloned().collect());
+                    }
                 }
                 if a.def.container.is_some() && count > 0 {
                     item["waitingReason"] = json!(

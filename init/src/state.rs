@@ -144,7 +144,12 @@ pub struct OfferStats {
     pub unused: u64,
     pub last_unused_ms: Option<u64>,
     pub rejects: BTreeMap<&'static str, u64>,
+    /// The latest offers it could not use (`embed=lastUnusedOffers`), newest last.
+    pub last_unused: std::collections::VecDeque<Value>,
 }
+
+/// Unused offers kept per app for `/v2/queue?embed=lastUnusedOffers`.
+const LAST_UNUSED_OFFERS: usize = 10;
 
 impl OfferStats {
     /// `/v2/queue`'s `processedOffersSummary`.
@@ -1192,6 +1197,15 @@ impl State {
                 if let Some(r) = rejected {
                     *stats.rejects.entry(r).or_default() += 1;
                 }
+                if stats.last_unused.len() >= LAST_UNUSED_OFFERS {
+                    stats.last_unused.pop_front();
+                }
+                stats.last_unused.push_back(json!({
+                    "offer": {"id": offer.id, "agentId": offer.agent_id, "hostname": offer.hostname,
+                              "resources": offer.resources, "attributes": offer.attributes},
+                    "timestamp": iso(now_ms),
+                    "reason": rejected.map(|r| vec![r]).unwrap_or_default(),
+                }));
             }
         }
         out

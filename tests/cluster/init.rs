@@ -655,7 +655,7 @@ async fn apps_fetch_their_uris_into_the_sandbox_before_starting() {
     let (status, body) = send(reqwest::Method::POST, &format!("{init}/v2/apps"), app).await;
     assert_eq!(status, 201, "{body}");
     let item = eventually("the Docker app queued with its reason", secs(30), || {
-        let url = format!("{init}/v2/queue");
+        let url = format!("{init}/v2/queue?embed=lastUnusedOffers");
         async move {
             let q = get_json(&url).await;
             Ok(q["queue"]
@@ -674,6 +674,10 @@ async fn apps_fetch_their_uris_into_the_sandbox_before_starting() {
         item["processedOffersSummary"]["unusedOffersCount"]
             .as_u64()
             .is_some_and(|n| n >= 1),
+        "{item}"
+    );
+    assert_eq!(
+        item["lastUnusedOffers"][0]["reason"][0], "NoDockerContainerizer",
         "{item}"
     );
     assert_eq!(item["count"], 1, "{item}");
