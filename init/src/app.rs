@@ -199,6 +199,28 @@ impl AppDefinition {
     }
 
     /// Checks everything Marathon checks before storing; normalises the id.
+    /// Marathon's `unreachableStrategy`: after how long an unreachable instance is replaced
+    /// and after how long it is forgotten (defaults 300 s and 600 s); `None` when
+    /// `"disabled"`: unreachable instances are waited for.
+    pub fn unreachable_after_ms(&self) -> Option<(u64, u64)> {
+        let secs = |k: &str, d: f64| -> u64 {
+            let v = self
+                .unreachable_strategy
+                .as_ref()
+                .and_then(|u| u.get(k))
+                .and_then(Value::as_f64)
+                .unwrap_or(d);
+            (v.max(0.0) * 1000.0) as u64
+        };
+        match &self.unreachable_strategy {
+            Some(Value::String(s)) if s == "disabled" => None,
+            _ => Some((
+                secs("inactiveAfterSeconds", 300.0),
+                secs("expungeAfterSeconds", 600.0),
+            )),
+        }
+    }
+
     pub fn validate(&mut self) -> Result<(), Vec<Violation>> {
         let mut v = Vec::new();
         match normalize_id(&self.id) {
@@ -237,6 +259,41 @@ impl AppDefinition {
                 "/instances",
                 format!("got {}, expected 0 or more", self.instances),
             ));
+        }
+        match &self.unreachable_strategy {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) if s == "disabled" => {}
+            Some(Value::Object(u)) => {
+                let num = |k: &str| {
+                    u.get(k)
+                        .map(|x| x.as_f64().filter(|f| f.is_finite() && *f >= 0.0))
+                };
+                let inactive = num("inactiveAfterSeconds");
+                let expunge = num("expungeAfterSeconds");
+                for (k, val) in [
+                    ("inactiveAfterSeconds", inactive),
+                    ("expungeAfterSeconds", expunge),
+                ] {
+                    if val == Some(None) {
+                        v.push(violation(
+                            &format!("/unreachableStrategy/{k}"),
+                            "expected a number of seconds, 0 or more",
+                        ));
+                    }
+                }
+                if let (Some(Some(i)), Some(Some(e))) = (inactive, expunge)
+                    && e < i
+                {
+                    v.push(violation(
+                        "/unreachableStrategy/expungeAfterSeconds",
+                        "must be at least inactiveAfterSeconds",
+                    ));
+                }
+            }
+            Some(_) => v.push(violation(
+                "/unreachableStrategy",
+                "expected \"disabled\" or {\"inactiveAfterSeconds\", \"expungeAfterSeconds\"}",
+            )),
         }
         for (i, f) in self.fetch.iter().enumerate() {
             let uri = f.get("uri").and_then(Value::as_str).unwrap_or("");

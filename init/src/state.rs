@@ -75,6 +75,9 @@ pub struct TaskRecord {
     /// The last readiness answer, for `/v2/deployments` (not stored).
     #[serde(default, skip)]
     pub readiness_last: Option<Value>,
+    /// Since when the master reports it unreachable (`unreachableStrategy` counts from here).
+    #[serde(default)]
+    pub unreachable_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -134,6 +137,8 @@ pub struct State {
     kill_sent: HashMap<String, u64>,
     /// Why offers went unused, per waiting app (Marathon's `processedOffersSummary`).
     pub offer_stats: HashMap<String, OfferStats>,
+    /// The time of the latest input, for questions asked without one (`active`).
+    now_ms: u64,
 }
 
 /// What offers did for an app that wants tasks: how many it saw, how many it could not use,
@@ -767,9 +772,22 @@ impl State {
             .filter_map(|id| self.tasks.get(id))
     }
 
+    /// Tasks that count as the app's instances: live, not being killed, and not unreachable
+    /// for longer than the app's `unreachableStrategy.inactiveAfterSeconds` (those get a
+    /// replacement; if they come back, scaling down takes the surplus).
     fn active<'a>(&'a self, app: &str) -> Vec<&'a TaskRecord> {
+        let inactive_after = self
+            .apps
+            .get(app)
+            .and_then(|a| a.def.unreachable_after_ms())
+            .map(|(inactive, _)| inactive);
+        let now = self.now_ms;
         self.app_tasks(app)
             .filter(|t| live(t) && !t.killing)
+            .filter(|t| match (t.unreachable_ms, inactive_after) {
+                (Some(since), Some(after)) => now.saturating_sub(since) < after,
+                _ => true,
+            })
             .collect()
     }
 
@@ -831,8 +849,42 @@ impl State {
         instances.saturating_sub(current).min(room)
     }
 
+    /// Forgets tasks unreachable for longer than `unreachableStrategy.expungeAfterSeconds`,
+    /// and asks for them to be killed should they ever come back.
+    fn expunge_unreachable(&mut self, app: &str, now_ms: u64, fx: &mut Effects) {
+        let Some((_, expunge)) = self
+            .apps
+            .get(app)
+            .and_then(|a| a.def.unreachable_after_ms())
+        else {
+            return;
+        };
+        let gone: Vec<TaskRecord> = self
+            .app_tasks(app)
+            .filter(|t| {
+                t.unreachable_ms
+                    .is_some_and(|since| now_ms.saturating_sub(since) >= expunge)
+            })
+            .cloned()
+            .collect();
+        for t in gone {
+            self.remove_task(&t.id);
+            self.kill_sent.remove(&t.id);
+            fx.writes
+                .push(Write::Delete(format!("{KEY_TASKS}{}", t.id)));
+            fx.kills.push((t.id.clone(), Some(t.agent_id.clone())));
+            self.events
+                .push(json!({"eventType": "instance_changed_event",
+                "timestamp": iso(now_ms), "instanceId": t.id, "condition": "Gone",
+                "runSpecId": t.app, "agentId": t.agent_id, "host": t.host,
+                "runSpecVersion": t.version}));
+        }
+    }
+
     /// Kills that scale-down, rolling replacement and deletion call for.
     pub fn reconcile_app(&mut self, app: &str, now_ms: u64, fx: &mut Effects) {
+        self.now_ms = self.now_ms.max(now_ms);
+        self.expunge_unreachable(app, now_ms, fx);
         // A task that has kept running a while ends the app's back-off.
         let settled = self.app_tasks(app).any(|t| {
             live(t)
@@ -1010,9 +1062,14 @@ impl State {
     /// Records one status; returns the task's app if the task was ours.
     fn apply_status(&mut self, st: &TaskStatus, now_ms: u64, fx: &mut Effects) -> Option<String> {
         let id = st.task_id.to_string();
+        self.now_ms = self.now_ms.max(now_ms);
         let t = self.tasks.get_mut(&id)?;
         let was_killing = t.killing;
         t.state = st.state;
+        t.unreachable_ms = match st.state {
+            TaskState::Unreachable => t.unreachable_ms.or(Some(now_ms)),
+            _ => None,
+        };
         let health_changed = st.healthy.is_some() && st.healthy != t.healthy;
         if st.healthy.is_some() {
             t.healthy = st.healthy;
@@ -1098,6 +1155,7 @@ impl State {
 
     /// Task launches that fit `offer`, recorded as staged. Empty when nothing fits.
     pub fn match_offer(&mut self, offer: &Offer, now_ms: u64, fx: &mut Effects) -> Vec<TaskInfo> {
+        self.now_ms = self.now_ms.max(now_ms);
         let mut left = match RoleResources::from_wire(&offer.resources) {
             Ok(r) => r.total(),
             Err(_) => return Vec::new(),
@@ -1178,6 +1236,7 @@ impl State {
                     healthy: None,
                     ready: false,
                     readiness_last: None,
+                    unreachable_ms: None,
                     killing: false,
                     staged_ms: now_ms,
                     started_ms: None,

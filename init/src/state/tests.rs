@@ -744,3 +744,112 @@ fn unused_offers_are_summarized_with_their_reasons() {
     launch(&mut s, &offer("a1", "h1", 4.0, "r1"), 11);
     assert!(!s.offer_stats.contains_key("/big"));
 }
+
+#[test]
+fn unreachable_instances_are_replaced_then_expunged_as_the_strategy_says() {
+    let mut s = State::default();
+    let mut fx = Effects::default();
+    s.put_app(
+        app(r#"{"id":"/web","cmd":"x","cpus":0.1,"mem":16,"instances":1,
+               "unreachableStrategy":{"inactiveAfterSeconds":60,"expungeAfterSeconds":120}}"#),
+        0,
+        true,
+        false,
+        &mut fx,
+    )
+    .expect("created");
+    let t = launch(&mut s, &offer("a1", "h1", 4.0, "r"), 1_000);
+    run_all(&mut s, &t, 2_000);
+    let mut fx = Effects::default();
+    s.on_status(&status(&t[0], TaskState::Unreachable), 10_000, &mut fx);
+    assert_eq!(
+        s.wanted("/web", 69_000),
+        0,
+        "not replaced before inactiveAfterSeconds"
+    );
+    let mut fx = Effects::default();
+    s.reconcile_app("/web", 71_000, &mut fx);
+    assert_eq!(
+        s.wanted("/web", 71_000),
+        1,
+        "inactive: a replacement is wanted"
+    );
+    let r = launch(&mut s, &offer("a2", "h2", 4.0, "r"), 71_000);
+    assert_eq!(r.len(), 1);
+    run_all(&mut s, &r, 72_000);
+    let mut fx = Effects::default();
+    s.reconcile_app("/web", 131_000, &mut fx);
+    assert!(
+        !s.tasks.contains_key(&t[0]),
+        "expunged after expungeAfterSeconds"
+    );
+    assert_eq!(fx.kills.len(), 1, "and killed should it come back");
+    assert_eq!(fx.kills[0].0, t[0]);
+}
+
+#[test]
+fn a_returning_unreachable_instance_makes_the_surplus_go() {
+    let mut s = State::default();
+    let mut fx = Effects::default();
+    s.put_app(
+        app(r#"{"id":"/web","cmd":"x","cpus":0.1,"mem":16,"instances":1,
+               "unreachableStrategy":{"inactiveAfterSeconds":0,"expungeAfterSeconds":600}}"#),
+        0,
+        true,
+        false,
+        &mut fx,
+    )
+    .expect("created");
+    let t = launch(&mut s, &offer("a1", "h1", 4.0, "r"), 1_000);
+    run_all(&mut s, &t, 2_000);
+    let mut fx = Effects::default();
+    s.on_status(&status(&t[0], TaskState::Unreachable), 3_000, &mut fx);
+    let r = launch(&mut s, &offer("a2", "h2", 4.0, "r"), 4_000);
+    assert_eq!(r.len(), 1, "inactive at once: replaced at once");
+    run_all(&mut s, &r, 5_000);
+    let mut fx = Effects::default();
+    s.on_status(&status(&t[0], TaskState::Running), 6_000, &mut fx);
+    assert_eq!(
+        fx.kills.len(),
+        1,
+        "back: one of the two goes (the youngest)"
+    );
+    assert_eq!(fx.kills[0].0, r[0]);
+}
+
+#[test]
+fn disabled_means_unreachable_instances_are_waited_for_and_bad_strategies_refused() {
+    let mut s = State::default();
+    let mut fx = Effects::default();
+    s.put_app(
+        app(r#"{"id":"/web","cmd":"x","cpus":0.1,"mem":16,"instances":1,
+               "unreachableStrategy":"disabled"}"#),
+        0,
+        true,
+        false,
+        &mut fx,
+    )
+    .expect("created");
+    let t = launch(&mut s, &offer("a1", "h1", 4.0, "r"), 1_000);
+    run_all(&mut s, &t, 2_000);
+    let mut fx = Effects::default();
+    s.on_status(&status(&t[0], TaskState::Unreachable), 3_000, &mut fx);
+    s.reconcile_app("/web", 10_000_000, &mut fx);
+    assert_eq!(s.wanted("/web", 10_000_000), 0);
+    assert!(s.tasks.contains_key(&t[0]));
+    for bad in [
+        r#""sometimes""#,
+        r#"{"inactiveAfterSeconds":-1}"#,
+        r#"{"inactiveAfterSeconds":100,"expungeAfterSeconds":10}"#,
+    ] {
+        let mut fx = Effects::default();
+        let def = format!(r#"{{"id":"/bad","cmd":"x","unreachableStrategy":{bad}}}"#);
+        let err = s
+            .put_app(app(&def), 0, true, false, &mut fx)
+            .expect_err(bad);
+        assert!(
+            err.body.to_string().contains("unreachableStrategy"),
+            "{bad}"
+        );
+    }
+}
