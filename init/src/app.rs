@@ -465,7 +465,7 @@ impl AppDefinition {
         for (i, hc) in self.health_checks.iter().enumerate() {
             let path = format!("/healthChecks({i})");
             match hc.get("protocol").and_then(Value::as_str).unwrap_or("HTTP") {
-                "HTTP" | "MESOS_HTTP" | "TCP" | "MESOS_TCP" => {
+                "HTTP" | "MESOS_HTTP" | "HTTPS" | "MESOS_HTTPS" | "TCP" | "MESOS_TCP" => {
                     if defs.is_empty() && hc.get("port").is_none() {
                         v.push(violation(&path, "a health check needs a port: the app has no ports and the check names none"));
                     }
@@ -482,12 +482,7 @@ impl AppDefinition {
                         ));
                     }
                 }
-                "HTTPS" | "MESOS_HTTPS" => {
-                    v.push(violation(
-                        &path,
-                        "HTTPS health checks are not supported yet; use HTTP, TCP or COMMAND",
-                    ));
-                }
+
                 other => v.push(violation(&path, format!("unknown protocol '{other}'"))),
             }
             if let Some(idx) = hc.get("portIndex").and_then(Value::as_u64)
@@ -560,9 +555,14 @@ impl AppDefinition {
             "grace_period_seconds": num("gracePeriodSeconds", 300.0),
         });
         match hc.get("protocol").and_then(Value::as_str).unwrap_or("HTTP") {
-            "HTTP" | "MESOS_HTTP" => {
+            proto @ ("HTTP" | "MESOS_HTTP" | "HTTPS" | "MESOS_HTTPS") => {
+                let scheme = if proto.ends_with('S') {
+                    "https"
+                } else {
+                    "http"
+                };
                 out["type"] = "HTTP".into();
-                out["http"] = serde_json::json!({"port": port?, "path": hc.get("path").and_then(Value::as_str).unwrap_or("/"), "scheme": "http"});
+                out["http"] = serde_json::json!({"port": port?, "path": hc.get("path").and_then(Value::as_str).unwrap_or("/"), "scheme": scheme});
             }
             "TCP" | "MESOS_TCP" => {
                 out["type"] = "TCP".into();

@@ -58,6 +58,10 @@ fn task_view(t: &operator::Task) -> TaskView {
         }),
         http_check: t.health_check.as_ref().and_then(|h| {
             let http = h.get("http")?;
+            // The LB checks in plain HTTP; a task checked over HTTPS gets a TCP check.
+            if http.get("scheme").and_then(|s| s.as_str()) == Some("https") {
+                return None;
+            }
             let port = u16::try_from(http.get("port")?.as_u64()?).ok()?;
             let path = http.get("path").and_then(|p| p.as_str()).unwrap_or("/");
             Some((port, path.to_owned()))
@@ -443,10 +447,9 @@ impl Builder {
             }) else {
                 continue;
             };
-            let http_check = newest
-                .health_check
-                .as_deref()
-                .is_some_and(|t| t.starts_with("HTTP"));
+            // marathon-lb's default mode: http behind an HTTP health check, tcp otherwise
+            // (an HTTPS-checked task speaks TLS).
+            let http_check = newest.http_check.is_some();
             let mut report = AppReport {
                 id: app_id.clone(),
                 instances: tasks.len(),

@@ -11,9 +11,18 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Check {
-    Http { port: u16, path: String },
-    Tcp { port: u16 },
-    Command { value: String },
+    Http {
+        port: u16,
+        path: String,
+        /// `http.scheme: "https"`: over TLS, the certificate not checked (as Mesos).
+        tls: bool,
+    },
+    Tcp {
+        port: u16,
+    },
+    Command {
+        value: String,
+    },
 }
 
 /// A Mesos `HealthCheck`, with Mesos' defaults for what is left out.
@@ -54,6 +63,10 @@ impl Spec {
                     .and_then(Value::as_str)
                     .unwrap_or("/")
                     .to_owned(),
+                tls: v
+                    .pointer("/http/scheme")
+                    .and_then(Value::as_str)
+                    .is_some_and(|s| s.eq_ignore_ascii_case("https")),
             },
             "TCP" => Check::Tcp { port: port("tcp")? },
             "COMMAND" => Check::Command {
@@ -84,6 +97,104 @@ impl Spec {
     }
 }
 
+/// `GET path` on an open connection; healthy on 200-399, as Mesos counts it.
+async fn http_status_ok<S>(mut s: S, port: u16, path: &str) -> bool
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let req = format!(
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: basalt-health-check\r\nConnection: close\r\n\r\n"
+    );
+    if s.write_all(req.as_bytes()).await.is_err() {
+        return false;
+    }
+    let mut head = [0u8; 16];
+    let mut got = 0;
+    while got < 12 {
+        match s.read(&mut head[got..]).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    // "HTTP/1.x NNN"
+    std::str::from_utf8(&head[..got.min(12)])
+        .ok()
+        .and_then(|l| l.get(9..12))
+        .and_then(|c| c.parse::<u16>().ok())
+        .is_some_and(|c| (200..400).contains(&c))
+}
+
+/// TLS for health checks: any certificate is accepted (a task's certificate is usually
+/// self-signed or for a public name, and Mesos does not check it either); the handshake's
+/// signatures are still verified, so the server holds the key of the certificate it shows.
+fn tls_connector() -> Option<tokio_rustls::TlsConnector> {
+    static CONNECTOR: std::sync::OnceLock<Option<tokio_rustls::TlsConnector>> =
+        std::sync::OnceLock::new();
+    CONNECTOR
+        .get_or_init(|| {
+            #[allow(deprecated)] // ring is the provider already in the build (see Cargo.toml)
+            let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .ok()?
+                .dangerous()
+                .with_custom_certificate_verifier(std::sync::Arc::new(AnyCert(provider)))
+                .with_no_client_auth();
+            Some(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+                config,
+            )))
+        })
+        .clone()
+}
+
+#[derive(Debug)]
+struct AnyCert(std::sync::Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
 /// One probe. HTTP counts 200-399 as healthy, as Mesos does.
 pub(crate) async fn probe(check: &Check, timeout: Duration, cwd: &std::path::Path) -> bool {
     let work = async {
@@ -91,30 +202,24 @@ pub(crate) async fn probe(check: &Check, timeout: Duration, cwd: &std::path::Pat
             Check::Tcp { port } => tokio::net::TcpStream::connect(("127.0.0.1", *port))
                 .await
                 .is_ok(),
-            Check::Http { port, path } => {
-                let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", *port)).await else {
+            Check::Http { port, path, tls } => {
+                let Ok(s) = tokio::net::TcpStream::connect(("127.0.0.1", *port)).await else {
                     return false;
                 };
-                let req = format!(
-                    "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: basalt-health-check\r\nConnection: close\r\n\r\n"
-                );
-                if s.write_all(req.as_bytes()).await.is_err() {
-                    return false;
-                }
-                let mut head = [0u8; 16];
-                let mut got = 0;
-                while got < 12 {
-                    match s.read(&mut head[got..]).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => got += n,
+                if *tls {
+                    let Ok(name) = rustls::pki_types::ServerName::try_from("localhost") else {
+                        return false;
+                    };
+                    let Some(tls) = tls_connector() else {
+                        return false;
+                    };
+                    match tls.connect(name, s).await {
+                        Ok(t) => http_status_ok(t, *port, path).await,
+                        Err(_) => false,
                     }
+                } else {
+                    http_status_ok(s, *port, path).await
                 }
-                // "HTTP/1.x NNN"
-                std::str::from_utf8(&head[..got.min(12)])
-                    .ok()
-                    .and_then(|l| l.get(9..12))
-                    .and_then(|c| c.parse::<u16>().ok())
-                    .is_some_and(|c| (200..400).contains(&c))
             }
             Check::Command { value } => tokio::process::Command::new("/bin/sh")
                 .args(["-c", value])
@@ -205,9 +310,14 @@ mod tests {
             s.check,
             Check::Http {
                 port: 8080,
-                path: "/ok".into()
+                path: "/ok".into(),
+                tls: false
             }
         );
+        let tls_spec =
+            Spec::parse(&json!({"type": "HTTP", "http": {"port": 8443, "scheme": "https"}}))
+                .expect("valid");
+        assert!(matches!(tls_spec.check, Check::Http { tls: true, .. }));
         assert_eq!(s.interval, Duration::from_secs(2));
         assert_eq!((s.max_failures, s.delay), (3, Duration::from_secs(15)));
         assert!(Spec::parse(&json!({"type": "HTTP", "http": {}})).is_err());
@@ -244,7 +354,8 @@ mod tests {
             probe(
                 &Check::Http {
                     port,
-                    path: "/".into()
+                    path: "/".into(),
+                    tls: false
                 },
                 t,
                 &cwd
@@ -255,7 +366,8 @@ mod tests {
             !probe(
                 &Check::Http {
                     port,
-                    path: "/bad".into()
+                    path: "/bad".into(),
+                    tls: false
                 },
                 t,
                 &cwd
@@ -288,5 +400,70 @@ mod tests {
             .expect("addr")
             .port();
         assert!(!probe(&Check::Tcp { port: free }, t, &cwd).await);
+    }
+
+    #[tokio::test]
+    async fn https_checks_speak_tls_to_a_real_server() {
+        let dir = std::env::temp_dir().join(format!("basalt-tls-hc-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let made = std::process::Command::new("openssl")
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+            ])
+            .args(["-subj", "/CN=task.example"])
+            .arg("-keyout")
+            .arg(dir.join("k.pem"))
+            .arg("-out")
+            .arg(dir.join("c.pem"))
+            .output()
+            .expect("openssl (scripts/test.sh installs it)");
+        assert!(made.status.success(), "{made:?}");
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("port")
+            .port();
+        // `s_server -www` answers any GET with 200 and a status page.
+        let mut server = tokio::process::Command::new("openssl")
+            .args(["s_server", "-quiet", "-www", "-accept", &port.to_string()])
+            .arg("-cert")
+            .arg(dir.join("c.pem"))
+            .arg("-key")
+            .arg(dir.join("k.pem"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("s_server");
+        let t = Duration::from_secs(2);
+        let cwd = std::env::temp_dir();
+        let https = Check::Http {
+            port,
+            path: "/".into(),
+            tls: true,
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let mut up = false;
+        while tokio::time::Instant::now() < deadline {
+            if probe(&https, t, &cwd).await {
+                up = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(
+            up,
+            "an HTTPS check of a TLS server with a self-signed certificate passes"
+        );
+        let plain = Check::Http {
+            port,
+            path: "/".into(),
+            tls: false,
+        };
+        assert!(
+            !probe(&plain, t, &cwd).await,
+            "plain HTTP to a TLS port fails"
+        );
+        let _ = server.kill().await;
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
