@@ -2,7 +2,8 @@
 //!
 //! Owns: identifiers, resources, task and framework descriptions in their Mesos v1 JSON
 //! shapes, the master<->agent protocol, the scheduler and operator event types, the
-//! Mesos-compatible state views, RecordIO framing, the error body, and `Client`.
+//! Mesos-compatible state views, RecordIO framing, the error body, `Client`, and `probe`
+//! (the HTTP(S) GET health and readiness checks make).
 //! Never: holds server code, reads a clock or the environment, or knows which component
 //! is on the other end of a call beyond its URL.
 
@@ -12,6 +13,7 @@ pub mod discovery;
 pub mod error;
 pub mod ids;
 pub mod operator;
+pub mod probe;
 pub mod recordio;
 pub mod resources;
 pub mod scheduler;

@@ -412,11 +412,7 @@ impl AppDefinition {
         for (i, rc) in self.readiness_checks.iter().enumerate() {
             let path = format!("/readinessChecks({i})");
             match rc.get("protocol").and_then(Value::as_str).unwrap_or("HTTP") {
-                "HTTP" => {}
-                "HTTPS" => v.push(violation(
-                    &format!("{path}/protocol"),
-                    "HTTPS readiness checks are not supported yet; use HTTP",
-                )),
+                "HTTP" | "HTTPS" => {}
                 other => v.push(violation(
                     &format!("{path}/protocol"),
                     format!("unknown protocol '{other}'"),

@@ -458,7 +458,6 @@ async fn evaluate(shared: &Arc<Shared>, suppressed: bool) -> bool {
 /// task of an app with a readiness check is asked at the check's interval until it answers
 /// ready; deployments wait for that before they retire old tasks.
 async fn readiness_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
-    let http = reqwest::Client::new();
     let mut asked: std::collections::HashMap<String, tokio::time::Instant> = Default::default();
     // Agent id -> the address its tasks are reached at (agents may advertise hostnames that
     // do not resolve, as several agents on one machine do).
@@ -495,16 +494,12 @@ async fn readiness_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
                 }
             }
         }
-        let urls: Vec<String> = due
+        let hosts: Vec<String> = due
             .iter()
-            .map(|p| {
-                let host = addrs.get(&p.agent_id).unwrap_or(&p.host);
-                format!("http://{host}:{}{}", p.port, p.path)
-            })
+            .map(|p| addrs.get(&p.agent_id).unwrap_or(&p.host).clone())
             .collect();
         let answers =
-            futures_util::future::join_all(due.iter().zip(&urls).map(|(p, u)| ask(&http, p, u)))
-                .await;
+            futures_util::future::join_all(due.iter().zip(&hosts).map(|(p, h)| ask(p, h))).await;
         let now = now_ms();
         let r = shared.mutate(|st, fx| {
             for (p, (ready, last)) in due.iter().zip(answers) {
@@ -524,36 +519,19 @@ async fn readiness_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
 }
 
 /// One readiness check: ready on one of the app's status codes; the answer as Marathon's
-/// `lastResponse` shows it.
-async fn ask(
-    http: &reqwest::Client,
-    p: &state::ReadinessProbe,
-    url: &str,
-) -> (bool, serde_json::Value) {
-    // The whole exchange is inside the timeout, and at most 1 KiB of the body is read: a
-    // server that stalls or streams must not hold up every other check.
-    let exchange = async {
-        let mut resp = http.get(url).send().await?;
-        let status = resp.status().as_u16();
-        let ct = resp
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        let mut body = Vec::new();
-        while body.len() < 1024
-            && let Some(chunk) = resp.chunk().await?
-        {
-            body.extend_from_slice(&chunk);
-        }
-        body.truncate(1024);
-        Ok::<_, reqwest::Error>((status, ct, String::from_utf8_lossy(&body).into_owned()))
-    };
-    match tokio::time::timeout(Duration::from_millis(p.timeout_ms), exchange).await {
-        Ok(Ok((status, ct, body))) => (
-            p.codes.contains(&status),
-            serde_json::json!({"status": status, "contentType": ct, "body": body}),
+/// `lastResponse` shows it. The whole exchange is under the check's timeout and at most
+/// 1 KiB of the body is read: a server that stalls or streams holds up no other check.
+async fn ask(p: &state::ReadinessProbe, host: &str) -> (bool, serde_json::Value) {
+    let got = tokio::time::timeout(
+        Duration::from_millis(p.timeout_ms),
+        basalt_api::probe::get(host, p.port, &p.path, p.tls, 1024),
+    )
+    .await;
+    match got {
+        Ok(Ok(a)) => (
+            p.codes.contains(&a.status),
+            serde_json::json!({"status": a.status, "contentType": a.content_type,
+                               "body": String::from_utf8_lossy(&a.body)}),
         ),
         Ok(Err(e)) => (
             false,

@@ -199,6 +199,8 @@ pub struct ReadinessProbe {
     pub host: String,
     pub port: u16,
     pub path: String,
+    /// `protocol: HTTPS` (the certificate is not verified, as in Marathon).
+    pub tls: bool,
     pub codes: Vec<u16>,
     pub interval_ms: u64,
     pub timeout_ms: u64,
@@ -574,6 +576,7 @@ impl State {
                 host: t.host.clone(),
                 port: *port,
                 path: format!("/{}", path.trim_start_matches('/')),
+                tls: rc.get("protocol").and_then(Value::as_str) == Some("HTTPS"),
                 codes: rc
                     .get("httpStatusCodesForReady")
                     .and_then(Value::as_array)

@@ -570,7 +570,7 @@ fn readiness_checks_are_validated() {
         ),
         (
             r#"{"id":"/a","cmd":"x","portDefinitions":[{"port":0}],
-               "readinessChecks":[{"protocol":"HTTPS"}]}"#,
+               "readinessChecks":[{"protocol":"GOPHER"}]}"#,
             "/readinessChecks(0)/protocol",
         ),
         (

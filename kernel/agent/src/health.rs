@@ -7,7 +7,6 @@ use crate::runtime::{self, Agent, TaskKey};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Check {
@@ -97,104 +96,6 @@ impl Spec {
     }
 }
 
-/// `GET path` on an open connection; healthy on 200-399, as Mesos counts it.
-async fn http_status_ok<S>(mut s: S, port: u16, path: &str) -> bool
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUser-Agent: basalt-health-check\r\nConnection: close\r\n\r\n"
-    );
-    if s.write_all(req.as_bytes()).await.is_err() {
-        return false;
-    }
-    let mut head = [0u8; 16];
-    let mut got = 0;
-    while got < 12 {
-        match s.read(&mut head[got..]).await {
-            Ok(0) | Err(_) => break,
-            Ok(n) => got += n,
-        }
-    }
-    // "HTTP/1.x NNN"
-    std::str::from_utf8(&head[..got.min(12)])
-        .ok()
-        .and_then(|l| l.get(9..12))
-        .and_then(|c| c.parse::<u16>().ok())
-        .is_some_and(|c| (200..400).contains(&c))
-}
-
-/// TLS for health checks: any certificate is accepted (a task's certificate is usually
-/// self-signed or for a public name, and Mesos does not check it either); the handshake's
-/// signatures are still verified, so the server holds the key of the certificate it shows.
-fn tls_connector() -> Option<tokio_rustls::TlsConnector> {
-    static CONNECTOR: std::sync::OnceLock<Option<tokio_rustls::TlsConnector>> =
-        std::sync::OnceLock::new();
-    CONNECTOR
-        .get_or_init(|| {
-            #[allow(deprecated)] // ring is the provider already in the build (see Cargo.toml)
-            let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-            let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-                .with_safe_default_protocol_versions()
-                .ok()?
-                .dangerous()
-                .with_custom_certificate_verifier(std::sync::Arc::new(AnyCert(provider)))
-                .with_no_client_auth();
-            Some(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
-                config,
-            )))
-        })
-        .clone()
-}
-
-#[derive(Debug)]
-struct AnyCert(std::sync::Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AnyCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
-}
-
 /// One probe. HTTP counts 200-399 as healthy, as Mesos does.
 pub(crate) async fn probe(check: &Check, timeout: Duration, cwd: &std::path::Path) -> bool {
     let work = async {
@@ -203,23 +104,9 @@ pub(crate) async fn probe(check: &Check, timeout: Duration, cwd: &std::path::Pat
                 .await
                 .is_ok(),
             Check::Http { port, path, tls } => {
-                let Ok(s) = tokio::net::TcpStream::connect(("127.0.0.1", *port)).await else {
-                    return false;
-                };
-                if *tls {
-                    let Ok(name) = rustls::pki_types::ServerName::try_from("localhost") else {
-                        return false;
-                    };
-                    let Some(tls) = tls_connector() else {
-                        return false;
-                    };
-                    match tls.connect(name, s).await {
-                        Ok(t) => http_status_ok(t, *port, path).await,
-                        Err(_) => false,
-                    }
-                } else {
-                    http_status_ok(s, *port, path).await
-                }
+                basalt_api::probe::get("127.0.0.1", *port, path, *tls, 0)
+                    .await
+                    .is_ok_and(|a| (200..400).contains(&a.status))
             }
             Check::Command { value } => tokio::process::Command::new("/bin/sh")
                 .args(["-c", value])
@@ -299,6 +186,7 @@ async fn run(agent: &Arc<Agent>, key: &TaskKey, spec: &Spec) {
 mod tests {
     use super::*;
     use serde_json::json;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]
     fn parses_mesos_health_checks_with_defaults() {
