@@ -389,7 +389,8 @@ impl Client {
     }
 }
 
-fn encode_query(s: &str) -> String {
+/// Percent-encodes a query parameter value (`/` kept, as paths are passed this way).
+pub fn encode_query(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {

@@ -100,12 +100,18 @@ impl Agent {
     /// The address tasks on this agent are reached at: the hostname when it is an IP
     /// literal, otherwise the IP in the agent's pid (`slave(1)@10.0.0.1:5051`).
     pub fn ip(&self) -> Option<std::net::IpAddr> {
-        self.agent_info.hostname.parse().ok().or_else(|| {
-            let hostport = self.pid.rsplit('@').next()?;
-            let host = hostport.rsplit_once(':').map_or(hostport, |(h, _)| h);
-            host.trim_matches(|c| c == '[' || c == ']').parse().ok()
-        })
+        agent_ip(&self.agent_info.hostname, &self.pid)
     }
+}
+
+/// An agent's address from its hostname when that is an IP literal, otherwise from its pid
+/// (`slave(1)@10.0.0.1:5051`): what the operator stream and `/master/slaves` both carry.
+pub fn agent_ip(hostname: &str, pid: &str) -> Option<std::net::IpAddr> {
+    hostname.parse().ok().or_else(|| {
+        let hostport = pid.rsplit('@').next()?;
+        let host = hostport.rsplit_once(':').map_or(hostport, |(h, _)| h);
+        host.trim_matches(|c| c == '[' || c == ']').parse().ok()
+    })
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

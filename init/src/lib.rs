@@ -490,7 +490,11 @@ async fn readiness_loop(shared: Arc<Shared>, shutdown: CancellationToken) {
             addrs_at = Some(now);
             if let Ok(v) = shared.master.slaves().await {
                 for s in v.slaves {
-                    addrs.insert(s.id.clone(), agent_address(&s.hostname, &s.pid));
+                    addrs.insert(
+                        s.id.clone(),
+                        basalt_api::operator::agent_ip(&s.hostname, &s.pid)
+                            .map_or_else(|| s.hostname.clone(), |ip| ip.to_string()),
+                    );
                 }
             }
         }
@@ -543,17 +547,4 @@ async fn ask(p: &state::ReadinessProbe, host: &str) -> (bool, serde_json::Value)
                                "body": format!("no answer within {} ms", p.timeout_ms)}),
         ),
     }
-}
-
-/// The hostname when it is an address, else the IP of the agent's pid (`slave(1)@ip:port`).
-fn agent_address(hostname: &str, pid: &str) -> String {
-    if hostname.parse::<std::net::IpAddr>().is_ok() {
-        return hostname.to_owned();
-    }
-    pid.rsplit('@')
-        .next()
-        .and_then(|hp| hp.rsplit_once(':'))
-        .map(|(h, _)| h.trim_matches(|c| c == '[' || c == ']'))
-        .filter(|h| h.parse::<std::net::IpAddr>().is_ok())
-        .map_or_else(|| hostname.to_owned(), str::to_owned)
 }

@@ -631,3 +631,11 @@ pub(crate) fn dcos_cli() -> String {
     );
     p
 }
+
+/// A TCP port nobody listens on right now, for a server a test starts itself.
+pub(crate) fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free port")
+        .port()
+}

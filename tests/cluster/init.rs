@@ -529,10 +529,7 @@ async fn apps_fetch_their_uris_into_the_sandbox_before_starting() {
         "#!/bin/sh\ncd site && exec python3 -m http.server \"$PORT0\" --bind 127.0.0.1\n",
     )
     .expect("script");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
+    let port = free_port();
     let mut server = std::process::Command::new("python3")
         .args([
             "-m",

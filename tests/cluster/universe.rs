@@ -481,13 +481,6 @@ fn write_package(dir: &Path, version: &str) {
     .expect("template");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("a free port")
-        .port()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn universe_trusts_only_what_verifies() {
     let mut u = up("universe-trust", "31800-31899").await;

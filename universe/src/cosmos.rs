@@ -652,7 +652,10 @@ async fn installed(
         .init
         .request(
             "GET",
-            &format!("/v2/apps?label={}", urlencode(&selector)),
+            &format!(
+                "/v2/apps?label={}",
+                basalt_api::client::encode_query(&selector)
+            ),
             None,
         )
         .await
@@ -690,17 +693,6 @@ async fn installed(
                 .collect()
         })
         .unwrap_or_default())
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 fn labels_of(app: &Map<String, Value>) -> Map<String, Value> {
