@@ -1,6 +1,13 @@
 //! What the agent keeps on disk so a restarted agent (even after SIGKILL) can re-adopt its
 //! tasks: the agent id, one record per task, the supervisors' exit files. Sandboxes follow
 //! the Mesos layout `<work_dir>/slaves/<agent>/frameworks/<fw>/executors/<task>/runs/<run>`.
+//!
+//! Creating an inode is the dearest thing a launch does to the file system (tens of
+//! microseconds on ext4, more when deletions churn its allocator), so a task's record is
+//! one file per task, `meta/records/<fw>/<task>`, that new versions are appended to as JSON
+//! lines rather than replaced through a temporary file, and exit files sit flat in
+//! `meta/exits/<run>`. Agents before this layout kept `meta/tasks/<fw>/<task>/task.json`
+//! with the exit file beside it; recovery moves such records over.
 
 use basalt_api::task::{TaskLaunch, TaskStatus};
 use basalt_api::{AgentId, FrameworkId, TaskId};
@@ -27,16 +34,26 @@ impl Layout {
         self.meta().join("updates.log")
     }
 
-    pub(crate) fn tasks_dir(&self) -> PathBuf {
+    pub(crate) fn records_dir(&self) -> PathBuf {
+        self.meta().join("records")
+    }
+
+    pub(crate) fn record_file(&self, fw: &FrameworkId, task: &TaskId) -> PathBuf {
+        self.records_dir().join(fw.as_str()).join(task.as_str())
+    }
+
+    pub(crate) fn exits_dir(&self) -> PathBuf {
+        self.meta().join("exits")
+    }
+
+    /// Run ids are the agent's own UUIDs: unique, so one flat directory holds them all.
+    pub(crate) fn exit_file(&self, run: &str) -> PathBuf {
+        self.exits_dir().join(run)
+    }
+
+    /// Where agents before the records layout kept a task's record and exit file.
+    fn legacy_tasks_dir(&self) -> PathBuf {
         self.meta().join("tasks")
-    }
-
-    pub(crate) fn task_dir(&self, fw: &FrameworkId, task: &TaskId) -> PathBuf {
-        self.tasks_dir().join(fw.as_str()).join(task.as_str())
-    }
-
-    pub(crate) fn exit_file(&self, fw: &FrameworkId, task: &TaskId, run: &str) -> PathBuf {
-        self.task_dir(fw, task).join(format!("{run}.exit"))
     }
 
     /// Root of every sandbox: the only tree `/files` serves.
@@ -132,11 +149,39 @@ pub(crate) struct TaskRecord {
     /// The latest status the master acknowledged.
     #[serde(default)]
     pub(crate) acked: Option<TaskStatus>,
+    /// Where the supervisor writes the wait status: set when the record is made, because a
+    /// supervisor started by an older agent keeps writing where that agent told it to.
+    #[serde(default)]
+    pub(crate) exit_file: Option<PathBuf>,
 }
+
+impl TaskRecord {
+    /// The exit file's path; records from before the field name the old layout's.
+    pub(crate) fn exit_path(&self, layout: &Layout) -> PathBuf {
+        self.exit_file.clone().unwrap_or_else(|| {
+            layout
+                .legacy_tasks_dir()
+                .join(self.launch.framework_id.as_str())
+                .join(self.launch.task.task_id.as_str())
+                .join(format!("{}.exit", self.run_id))
+        })
+    }
+}
+
+/// A record file past this size is rewritten with only its latest version.
+const COMPACT_AT: u64 = 64 * 1024;
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so readers see the old
 /// or the new contents, never a mix. With `durable`, the file and its directory are synced.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    write_atomic_via(path, Path::new(&tmp), bytes, durable)
+}
+
+/// [`write_atomic`] through a temporary file of the caller's choosing (on the same file
+/// system).
+fn write_atomic_via(path: &Path, tmp: &Path, bytes: &[u8], durable: bool) -> io::Result<()> {
     let dir = path.parent().ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -144,17 +189,14 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8], durable: bool) -> io::Resu
         )
     })?;
     std::fs::create_dir_all(dir)?;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
     {
-        let mut f = std::fs::File::create(&tmp)?;
+        let mut f = std::fs::File::create(tmp)?;
         f.write_all(bytes)?;
         if durable {
             f.sync_data()?;
         }
     }
-    std::fs::rename(&tmp, path)?;
+    std::fs::rename(tmp, path)?;
     if durable {
         std::fs::File::open(dir)?.sync_all()?;
     }
@@ -174,43 +216,163 @@ pub(crate) fn write_agent_id(layout: &Layout, id: &AgentId) -> io::Result<()> {
     write_atomic(&layout.agent_id_file(), id.as_str().as_bytes(), true)
 }
 
-pub(crate) fn write_record(layout: &Layout, r: &TaskRecord, durable: bool) -> io::Result<()> {
-    let path = layout
-        .task_dir(&r.launch.framework_id, &r.launch.task.task_id)
-        .join("task.json");
-    let bytes = serde_json::to_vec(r).map_err(io::Error::other)?;
-    write_atomic(&path, &bytes, durable)
+/// Temporary files of record rewrites live outside the records tree, where no task id can
+/// name them.
+const REWRITE_PREFIX: &str = ".rewrite-";
+
+/// Replaces a record file with `r` alone.
+fn rewrite_record(layout: &Layout, path: &Path, r: &TaskRecord, durable: bool) -> io::Result<()> {
+    let mut line = serde_json::to_vec(r).map_err(io::Error::other)?;
+    line.push(b'\n');
+    let tmp = layout
+        .meta()
+        .join(format!("{REWRITE_PREFIX}{}", uuid::Uuid::new_v4()));
+    write_atomic_via(path, &tmp, &line, durable)
 }
 
-/// Every task record on disk; unreadable ones are logged and skipped (a half-written
-/// record cannot exist, so they mean corruption the operator must look at).
+/// Appends `r` as the newest version of its task's record. With `durable`, it is on disk
+/// when this returns (and so is the file's directory entry, when this call created it: the
+/// first write of a record is the durable one made before the task starts).
+pub(crate) fn write_record(layout: &Layout, r: &TaskRecord, durable: bool) -> io::Result<()> {
+    let path = layout.record_file(&r.launch.framework_id, &r.launch.task.task_id);
+    let mut line = serde_json::to_vec(r).map_err(io::Error::other)?;
+    line.push(b'\n');
+    let append = || std::fs::OpenOptions::new().append(true).open(&path);
+    let (mut f, created) = match append() {
+        Ok(f) => (f, false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if let Some(dir) = path.parent()
+                && !dir.exists()
+            {
+                std::fs::create_dir_all(dir)?;
+                if durable {
+                    std::fs::File::open(layout.records_dir())?.sync_all()?;
+                }
+            }
+            let f = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .open(&path)?;
+            (f, true)
+        }
+        Err(e) => return Err(e),
+    };
+    if f.metadata()?.len() + line.len() as u64 > COMPACT_AT {
+        drop(f);
+        return rewrite_record(layout, &path, r, durable);
+    }
+    f.write_all(&line)?;
+    if durable {
+        f.sync_data()?;
+        if created && let Some(dir) = path.parent() {
+            std::fs::File::open(dir)?.sync_all()?;
+        }
+    }
+    Ok(())
+}
+
+/// The newest complete version in a record file's bytes, and whether the file ends in a
+/// torn line (a crash or power loss mid-append) that the next append must not extend.
+fn latest_version(bytes: &[u8]) -> (Option<TaskRecord>, bool) {
+    let torn = !bytes.is_empty() && !bytes.ends_with(b"\n");
+    let mut parsed = None;
+    let mut last_line_bad = false;
+    for (i, line) in bytes
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .rev()
+        .enumerate()
+    {
+        match serde_json::from_slice::<TaskRecord>(line) {
+            Ok(r) => {
+                parsed = Some(r);
+                break;
+            }
+            Err(_) if i == 0 => last_line_bad = true,
+            Err(_) => {}
+        }
+    }
+    (parsed, torn || last_line_bad)
+}
+
+/// Every task record on disk; unreadable ones are logged and skipped (they mean corruption
+/// the operator must look at). Records in the old layout are moved to the new one first.
 pub(crate) fn read_records(layout: &Layout) -> io::Result<Vec<TaskRecord>> {
+    // Rewrites a crash interrupted: the record file they were to replace is still whole.
+    if let Ok(entries) = std::fs::read_dir(layout.meta()) {
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with(REWRITE_PREFIX) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    migrate_legacy(layout)?;
     let mut out = Vec::new();
-    let root = layout.tasks_dir();
-    let fws = match std::fs::read_dir(&root) {
+    let fws = match std::fs::read_dir(layout.records_dir()) {
         Ok(d) => d,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(out),
         Err(e) => return Err(e),
     };
     for fw in fws {
-        let fw = fw?;
-        for task in std::fs::read_dir(fw.path())? {
-            let path = task?.path().join("task.json");
-            match std::fs::read(&path) {
-                Ok(bytes) => match serde_json::from_slice::<TaskRecord>(&bytes) {
-                    Ok(r) => out.push(r),
-                    Err(e) => {
-                        tracing::error!(path = %path.display(), error = %e, "unreadable task checkpoint")
-                    }
-                },
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        for task in std::fs::read_dir(fw?.path())? {
+            let path = task?.path();
+            let bytes = match std::fs::read(&path) {
+                Ok(b) => b,
                 Err(e) => {
-                    tracing::error!(path = %path.display(), error = %e, "unreadable task checkpoint")
+                    tracing::error!(path = %path.display(), error = %e, "unreadable task checkpoint");
+                    continue;
+                }
+            };
+            match latest_version(&bytes) {
+                (Some(r), torn) => {
+                    if torn {
+                        tracing::warn!(path = %path.display(), "task checkpoint ends in a torn write; keeping its last complete version");
+                        rewrite_record(layout, &path, &r, true)?;
+                    }
+                    out.push(r);
+                }
+                (None, _) => {
+                    tracing::error!(path = %path.display(), "task checkpoint holds no complete record")
                 }
             }
         }
     }
     Ok(out)
+}
+
+/// Moves each `meta/tasks/<fw>/<task>/task.json` of an older agent to its record file. The
+/// old directory stays while it holds an exit file or a supervisor may still write one.
+fn migrate_legacy(layout: &Layout) -> io::Result<()> {
+    let fws = match std::fs::read_dir(layout.legacy_tasks_dir()) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for fw in fws {
+        for task in std::fs::read_dir(fw?.path())? {
+            let old = task?.path().join("task.json");
+            let rec = match std::fs::read(&old) {
+                Ok(b) => serde_json::from_slice::<TaskRecord>(&b),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    tracing::error!(path = %old.display(), error = %e, "unreadable task checkpoint");
+                    continue;
+                }
+            };
+            match rec {
+                Ok(mut r) => {
+                    r.exit_file = Some(r.exit_path(layout));
+                    let path = layout.record_file(&r.launch.framework_id, &r.launch.task.task_id);
+                    rewrite_record(layout, &path, &r, true)?;
+                    std::fs::remove_file(&old)?;
+                }
+                Err(e) => {
+                    tracing::error!(path = %old.display(), error = %e, "unreadable task checkpoint")
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The supervisor's record of the task's wait status, if it has written one.
@@ -221,15 +383,24 @@ pub(crate) fn read_exit(path: &Path) -> Option<crate::supervisor::Exit> {
 }
 
 /// Forgets a task whose terminal status the master acknowledged. The sandbox stays.
-pub(crate) fn remove_task(layout: &Layout, fw: &FrameworkId, task: &TaskId) {
-    let dir = layout.task_dir(fw, task);
-    if let Err(e) = std::fs::remove_dir_all(&dir)
-        && e.kind() != io::ErrorKind::NotFound
-    {
-        tracing::warn!(framework_id = %fw, task_id = %task, error = %e, "cannot remove a task checkpoint");
+pub(crate) fn remove_task(layout: &Layout, rec: &TaskRecord) {
+    let (fw, task) = (&rec.launch.framework_id, &rec.launch.task.task_id);
+    let exit = rec.exit_path(layout);
+    for path in [layout.record_file(fw, task), exit.clone()] {
+        if let Err(e) = std::fs::remove_file(&path)
+            && e.kind() != io::ErrorKind::NotFound
+        {
+            tracing::warn!(framework_id = %fw, task_id = %task, path = %path.display(), error = %e, "cannot remove a task checkpoint");
+        }
     }
-    // Empty framework directories would pile up otherwise; a non-empty one stays.
-    let _ = std::fs::remove_dir(layout.tasks_dir().join(fw.as_str()));
+    // Empty directories would pile up otherwise; a non-empty one stays.
+    let _ = std::fs::remove_dir(layout.records_dir().join(fw.as_str()));
+    if let Some(dir) = exit.parent().filter(|d| *d != layout.exits_dir()) {
+        let _ = std::fs::remove_dir(dir);
+        if let Some(fw_dir) = dir.parent() {
+            let _ = std::fs::remove_dir(fw_dir);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -285,15 +456,134 @@ mod tests {
             killing: true,
             kill_grace_secs: Some(2.0),
             acked: None,
+            exit_file: Some(layout.exit_file("run-1")),
         };
         write_record(&layout, &r, true).expect("written");
         write_agent_id(&layout, &AgentId::new("m-S3")).expect("id written");
-        assert_eq!(read_records(&layout).expect("read"), vec![r]);
+        assert_eq!(read_records(&layout).expect("read"), vec![r.clone()]);
         assert_eq!(
             read_agent_id(&layout).expect("read"),
             Some(AgentId::new("m-S3"))
         );
-        remove_task(&layout, &FrameworkId::new("fw-1"), &TaskId::new("web.1"));
+        std::fs::create_dir_all(layout.exits_dir()).expect("exits dir");
+        std::fs::write(r.exit_path(&layout), "0\n").expect("exit file");
+        remove_task(&layout, &r);
+        assert!(read_records(&layout).expect("read").is_empty());
+        assert!(!r.exit_path(&layout).exists());
+        assert!(!layout.records_dir().join("fw-1").exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn record(layout: &Layout, task: &str) -> TaskRecord {
+        TaskRecord {
+            launch: launch(task),
+            agent_id: AgentId::new("a-S0"),
+            run_id: format!("run-{task}"),
+            sandbox: PathBuf::from("/sb"),
+            cgroups: Vec::new(),
+            started_at: 1.0,
+            supervisor: None,
+            task: None,
+            killing: false,
+            kill_grace_secs: None,
+            acked: None,
+            exit_file: Some(layout.exit_file(&format!("run-{task}"))),
+        }
+    }
+
+    #[test]
+    fn the_newest_version_wins_and_a_torn_tail_is_cut_before_the_next_append() {
+        let dir = temp();
+        let layout = Layout {
+            work_dir: dir.clone(),
+        };
+        let mut r = record(&layout, "web.2");
+        write_record(&layout, &r, true).expect("first");
+        r.killing = true;
+        write_record(&layout, &r, false).expect("second");
+        let path = layout.record_file(&r.launch.framework_id, &r.launch.task.task_id);
+        let text = std::fs::read_to_string(&path).expect("record file");
+        assert_eq!(text.lines().count(), 2, "versions are appended");
+        assert_eq!(read_records(&layout).expect("read"), vec![r.clone()]);
+
+        // A crash mid-append: half a line at the end.
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .expect("open");
+        f.write_all(b"{\"launch\":{\"framework_").expect("torn");
+        drop(f);
+        assert_eq!(read_records(&layout).expect("read"), vec![r.clone()]);
+        // Recovery rewrote the file, so the next version is not glued to the fragment.
+        r.kill_grace_secs = Some(3.0);
+        write_record(&layout, &r, false).expect("third");
+        assert_eq!(read_records(&layout).expect("read"), vec![r.clone()]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn big_records_are_compacted_and_stale_temporaries_are_dropped() {
+        let dir = temp();
+        let layout = Layout {
+            work_dir: dir.clone(),
+        };
+        let mut r = record(&layout, "web.3");
+        let path = layout.record_file(&r.launch.framework_id, &r.launch.task.task_id);
+        for i in 0..400 {
+            r.started_at = f64::from(i);
+            write_record(&layout, &r, false).expect("written");
+        }
+        let size = std::fs::metadata(&path).expect("record file").len();
+        assert!(size <= COMPACT_AT, "{size} bytes");
+        assert_eq!(read_records(&layout).expect("read"), vec![r.clone()]);
+
+        // A task whose id ends in .tmp is a task, and another's compaction cannot touch it.
+        let other = record(&layout, "web.3.tmp");
+        write_record(&layout, &other, true).expect("written");
+        for i in 0..400 {
+            r.started_at = f64::from(i) + 0.5;
+            write_record(&layout, &r, false).expect("written");
+        }
+        // The temporary file of an interrupted rewrite is dropped.
+        let stale = layout.meta().join(format!("{REWRITE_PREFIX}x"));
+        std::fs::copy(&path, &stale).expect("copy");
+        let mut got = read_records(&layout).expect("read");
+        got.sort_by(|a, b| a.run_id.cmp(&b.run_id));
+        assert_eq!(got, vec![r, other]);
+        assert!(!stale.exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn records_of_an_older_agent_move_and_keep_their_exit_file() {
+        let dir = temp();
+        let layout = Layout {
+            work_dir: dir.clone(),
+        };
+        let mut old = record(&layout, "web.4");
+        old.exit_file = None;
+        let old_dir = dir.join("meta/tasks/fw-1/web.4");
+        std::fs::create_dir_all(&old_dir).expect("old dir");
+        std::fs::write(
+            old_dir.join("task.json"),
+            serde_json::to_vec(&old).expect("json"),
+        )
+        .expect("old record");
+        std::fs::write(old_dir.join("run-web.4.exit"), "0\n").expect("old exit file");
+
+        let got = read_records(&layout).expect("read");
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            got[0].exit_file.as_deref(),
+            Some(old_dir.join("run-web.4.exit").as_path())
+        );
+        assert!(!old_dir.join("task.json").exists());
+        assert_eq!(read_records(&layout).expect("read again"), got);
+        remove_task(&layout, &got[0]);
+        assert!(
+            !old_dir.exists(),
+            "the old directory goes with its last file"
+        );
         assert!(read_records(&layout).expect("read").is_empty());
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -233,24 +233,25 @@ pub(crate) async fn acknowledged(agent: &Arc<Agent>, key: &TaskKey, status: &Tas
         return;
     }
     let _g = lock.lock().await;
-    {
+    let removed = {
         let mut t = agent.table();
-        if let Some(e) = t.live.remove(key) {
+        let removed = t.live.remove(key).map(|e| {
+            let rec = e.record.clone();
             t.completed.push_back(Done {
                 record: e.record,
                 state: e.state,
                 statuses: e.statuses,
             });
-            while t.completed.len() > COMPLETED_KEPT {
-                t.completed.pop_front();
-            }
+            rec
+        });
+        while t.completed.len() > COMPLETED_KEPT {
+            t.completed.pop_front();
         }
-    }
-    if checkpointed {
+        removed
+    };
+    if checkpointed && let Some(rec) = removed {
         let layout = agent.layout.clone();
-        let (fw, task) = key.clone();
-        let _ =
-            tokio::task::spawn_blocking(move || checkpoint::remove_task(&layout, &fw, &task)).await;
+        let _ = tokio::task::spawn_blocking(move || checkpoint::remove_task(&layout, &rec)).await;
     }
 }
 
@@ -262,7 +263,7 @@ pub(crate) async fn serve(config: Config, deps: Deps) -> Result<(), Error> {
     let layout = Layout {
         work_dir: config.work_dir.clone(),
     };
-    for d in [layout.meta(), layout.sandboxes()] {
+    for d in [layout.meta(), layout.exits_dir(), layout.sandboxes()] {
         tokio::fs::create_dir_all(&d).await.map_err(Error::io(&d))?;
     }
     let port = deps.http.local_addr().map_err(Error::Http)?.port();
@@ -283,7 +284,7 @@ pub(crate) async fn serve(config: Config, deps: Deps) -> Result<(), Error> {
     let (last_id, pending, records) = tokio::task::spawn_blocking(move || {
         let id = checkpoint::read_agent_id(&l).map_err(Error::io(l.agent_id_file()))?;
         let pending = updates::replay(&l.journal()).map_err(Error::io(l.journal()))?;
-        let records = checkpoint::read_records(&l).map_err(Error::io(l.tasks_dir()))?;
+        let records = checkpoint::read_records(&l).map_err(Error::io(l.records_dir()))?;
         Ok::<_, Error>((id, pending, records))
     })
     .await
@@ -351,6 +352,7 @@ pub(crate) fn launch(agent: &Arc<Agent>, launch: TaskLaunch) {
         .agent_id()
         .unwrap_or_else(|| AgentId::new("unregistered"));
     let run_id = uuid::Uuid::new_v4().to_string();
+    let exit_file = agent.layout.exit_file(&run_id);
     let ids_safe =
         checkpoint::safe_component(key.0.as_str()) && checkpoint::safe_component(key.1.as_str());
     let sandbox = if ids_safe && plan.is_ok() {
@@ -373,6 +375,7 @@ pub(crate) fn launch(agent: &Arc<Agent>, launch: TaskLaunch) {
         killing: false,
         kill_grace_secs: None,
         acked: None,
+        exit_file: Some(exit_file),
     };
     let plan = match plan {
         Ok(p) if ids_safe => Ok(p),
@@ -656,7 +659,7 @@ async fn finish(agent: &Arc<Agent>, key: &TaskKey, launch_error: Option<String>)
     let Some(rec) = agent.table().live.get(key).map(|e| e.record.clone()) else {
         return;
     };
-    let exit_path = agent.layout.exit_file(&key.0, &key.1, &rec.run_id);
+    let exit_path = rec.exit_path(&agent.layout);
     let dirs = rec.cgroups.clone();
     let task = rec.task;
     let read = tokio::task::spawn_blocking(move || {
@@ -962,9 +965,8 @@ async fn recover(
             .unwrap_or(TaskState::Staging);
         let acked_terminal = rec.acked.as_ref().is_some_and(|s| s.state.is_terminal());
         if acked_terminal {
-            let (l, fw, task) = (agent.layout.clone(), key.0.clone(), key.1.clone());
-            let _ =
-                tokio::task::spawn_blocking(move || checkpoint::remove_task(&l, &fw, &task)).await;
+            let l = agent.layout.clone();
+            let _ = tokio::task::spawn_blocking(move || checkpoint::remove_task(&l, &rec)).await;
             continue;
         }
         let alive = rec.supervisor.is_some_and(|s| s.alive());

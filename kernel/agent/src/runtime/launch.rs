@@ -236,11 +236,7 @@ pub(crate) fn prepare(
         stdout: stdout.into(),
         stderr: stderr.into(),
         cgroup_procs: procs,
-        exit_path: agent.layout.exit_file(
-            &rec.launch.framework_id,
-            &rec.launch.task.task_id,
-            &rec.run_id,
-        ),
+        exit_path: rec.exit_path(&agent.layout),
     })
     .map_err(|e| format!("cannot prepare the command: {e}"))?;
     checkpoint::write_record(&agent.layout, rec, true)
