@@ -11,6 +11,9 @@
 #
 #   bash bench/lb.sh [ROUNDS=3] [WORKERS=1] [SECONDS=10] [CONNECTIONS=50]
 #
+# PIN=1 runs wrk on CPU 0 and every proxy on CPU 1 (the backend floats): on a 2-core machine
+# the unpinned figures swing with where the scheduler puts wrk and the backend.
+#
 # PROFILE=1 then samples Basalt's LB under the same load with `perf record -e cpu-clock`
 # (software clock: no hardware counters needed) and prints where its CPU time goes, by
 # component (kernel, pingora, our proxy code, allocator, runtime, ...) and the top symbols.
@@ -132,12 +135,17 @@ declare -A URL=([direct]="http://$BACKEND/" [basalt]="http://127.0.0.1:$LBP/" [h
 declare -A PID=([direct]="" [basalt]="$LB_PID" [haproxy]="$HAP_PID" [nginx]="$NGX_PID")
 RES="$W/results"
 : >"$RES"
+WRK=(wrk)
+if [ -n "${PIN:-}" ]; then
+  for p in "$LB_PID" "$HAP_PID" "$NGX_PID" $(pgrep -P "$NGX_PID"); do taskset -apc 1 "$p" >/dev/null; done
+  WRK=(taskset -c 0 wrk)
+fi
 echo "wrk -t1 -c$CONNS -d${SECS}s --latency, $WORKERS worker(s) per proxy, backend nginx at $BACKEND"
 for r in $(seq 1 "$ROUNDS"); do
   for t in direct basalt haproxy nginx; do
     before=0
     [ -n "${PID[$t]}" ] && before=$(ticks "${PID[$t]}")
-    out=$(wrk -t1 -c"$CONNS" -d"${SECS}s" --latency -H 'Host: bench.local' "${URL[$t]}")
+    out=$("${WRK[@]}" -t1 -c"$CONNS" -d"${SECS}s" --latency -H 'Host: bench.local' "${URL[$t]}")
     after=0
     [ -n "${PID[$t]}" ] && after=$(ticks "${PID[$t]}")
     echo "$out" | python3 -c '
