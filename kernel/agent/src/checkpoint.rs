@@ -331,6 +331,12 @@ pub(crate) fn read_records(layout: &Layout) -> io::Result<Vec<TaskRecord>> {
                     }
                     out.push(r);
                 }
+                // The first write never completed, and it completes before the task is
+                // started: there is no task to recover.
+                (None, _) if !bytes.contains(&b'\n') => {
+                    tracing::warn!(path = %path.display(), "removing a task checkpoint whose first write was cut off");
+                    let _ = std::fs::remove_file(&path);
+                }
                 (None, _) => {
                     tracing::error!(path = %path.display(), "task checkpoint holds no complete record")
                 }
@@ -518,6 +524,12 @@ mod tests {
         r.kill_grace_secs = Some(3.0);
         write_record(&layout, &r, false).expect("third");
         assert_eq!(read_records(&layout).expect("read"), vec![r.clone()]);
+
+        // A first write cut off before its newline: that task never started.
+        let cut = layout.record_file(&r.launch.framework_id, &TaskId::new("web.never"));
+        std::fs::write(&cut, b"{\"launch\":").expect("cut record");
+        assert_eq!(read_records(&layout).expect("read"), vec![r.clone()]);
+        assert!(!cut.exists());
         let _ = std::fs::remove_dir_all(&dir);
     }
 
