@@ -220,14 +220,19 @@ pub(crate) fn write_agent_id(layout: &Layout, id: &AgentId) -> io::Result<()> {
 /// name them.
 const REWRITE_PREFIX: &str = ".rewrite-";
 
-/// Replaces a record file with `r` alone.
-fn rewrite_record(layout: &Layout, path: &Path, r: &TaskRecord, durable: bool) -> io::Result<()> {
+/// One version of a record as the record file holds it.
+fn record_line(r: &TaskRecord) -> io::Result<Vec<u8>> {
     let mut line = serde_json::to_vec(r).map_err(io::Error::other)?;
     line.push(b'\n');
+    Ok(line)
+}
+
+/// Replaces a record file with one version, `line`.
+fn rewrite_record(layout: &Layout, path: &Path, line: &[u8], durable: bool) -> io::Result<()> {
     let tmp = layout
         .meta()
         .join(format!("{REWRITE_PREFIX}{}", uuid::Uuid::new_v4()));
-    write_atomic_via(path, &tmp, &line, durable)
+    write_atomic_via(path, &tmp, line, durable)
 }
 
 /// Appends `r` as the newest version of its task's record. With `durable`, it is on disk
@@ -235,8 +240,7 @@ fn rewrite_record(layout: &Layout, path: &Path, r: &TaskRecord, durable: bool) -
 /// first write of a record is the durable one made before the task starts).
 pub(crate) fn write_record(layout: &Layout, r: &TaskRecord, durable: bool) -> io::Result<()> {
     let path = layout.record_file(&r.launch.framework_id, &r.launch.task.task_id);
-    let mut line = serde_json::to_vec(r).map_err(io::Error::other)?;
-    line.push(b'\n');
+    let line = record_line(r)?;
     let append = || std::fs::OpenOptions::new().append(true).open(&path);
     let (mut f, created) = match append() {
         Ok(f) => (f, false),
@@ -259,7 +263,7 @@ pub(crate) fn write_record(layout: &Layout, r: &TaskRecord, durable: bool) -> io
     };
     if f.metadata()?.len() + line.len() as u64 > COMPACT_AT {
         drop(f);
-        return rewrite_record(layout, &path, r, durable);
+        return rewrite_record(layout, &path, &line, durable);
     }
     f.write_all(&line)?;
     if durable {
@@ -327,7 +331,7 @@ pub(crate) fn read_records(layout: &Layout) -> io::Result<Vec<TaskRecord>> {
                 (Some(r), torn) => {
                     if torn {
                         tracing::warn!(path = %path.display(), "task checkpoint ends in a torn write; keeping its last complete version");
-                        rewrite_record(layout, &path, &r, true)?;
+                        rewrite_record(layout, &path, &record_line(&r)?, true)?;
                     }
                     out.push(r);
                 }
@@ -369,7 +373,7 @@ fn migrate_legacy(layout: &Layout) -> io::Result<()> {
                 Ok(mut r) => {
                     r.exit_file = Some(r.exit_path(layout));
                     let path = layout.record_file(&r.launch.framework_id, &r.launch.task.task_id);
-                    rewrite_record(layout, &path, &r, true)?;
+                    rewrite_record(layout, &path, &record_line(&r)?, true)?;
                     std::fs::remove_file(&old)?;
                 }
                 Err(e) => {
@@ -388,12 +392,11 @@ pub(crate) fn read_exit(path: &Path) -> Option<crate::supervisor::Exit> {
         .and_then(|t| crate::supervisor::Exit::parse(&t))
 }
 
-/// Forgets a task whose terminal status the master acknowledged. The sandbox stays.
-pub(crate) fn remove_task(layout: &Layout, rec: &TaskRecord) {
-    let (fw, task) = (&rec.launch.framework_id, &rec.launch.task.task_id);
-    let exit = rec.exit_path(layout);
-    for path in [layout.record_file(fw, task), exit.clone()] {
-        if let Err(e) = std::fs::remove_file(&path)
+/// Forgets a task whose terminal status the master acknowledged: its record and its exit
+/// file (`TaskRecord::exit_path`). The sandbox stays.
+pub(crate) fn remove_task(layout: &Layout, fw: &FrameworkId, task: &TaskId, exit: &Path) {
+    for path in [layout.record_file(fw, task).as_path(), exit] {
+        if let Err(e) = std::fs::remove_file(path)
             && e.kind() != io::ErrorKind::NotFound
         {
             tracing::warn!(framework_id = %fw, task_id = %task, path = %path.display(), error = %e, "cannot remove a task checkpoint");
@@ -414,15 +417,31 @@ mod tests {
     use super::*;
     use basalt_api::TaskInfo;
 
-    fn temp() -> PathBuf {
+    /// A fresh work dir and its layout.
+    fn scratch() -> (PathBuf, Layout) {
         let d = std::env::temp_dir().join(format!("basalt-ckpt-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&d).expect("temp dir");
-        d
+        let layout = Layout {
+            work_dir: d.clone(),
+        };
+        (d, layout)
+    }
+
+    fn fw() -> FrameworkId {
+        FrameworkId::new("fw-1")
+    }
+
+    /// Appends `n` versions of `r`, each with its own start time from `first`.
+    fn append_versions(layout: &Layout, r: &mut TaskRecord, first: f64, n: u32) {
+        for i in 0..n {
+            r.started_at = first + f64::from(i);
+            write_record(layout, r, false).expect("written");
+        }
     }
 
     fn launch(task: &str) -> TaskLaunch {
         TaskLaunch {
-            framework_id: FrameworkId::new("fw-1"),
+            framework_id: fw(),
             framework_name: "marathon".into(),
             role: "*".into(),
             task: TaskInfo {
@@ -443,10 +462,7 @@ mod tests {
 
     #[test]
     fn task_records_round_trip_through_disk() {
-        let dir = temp();
-        let layout = Layout {
-            work_dir: dir.clone(),
-        };
+        let (dir, layout) = scratch();
         let r = TaskRecord {
             launch: launch("web.1"),
             agent_id: AgentId::new("a-S0"),
@@ -473,7 +489,12 @@ mod tests {
         );
         std::fs::create_dir_all(layout.exits_dir()).expect("exits dir");
         std::fs::write(r.exit_path(&layout), "0\n").expect("exit file");
-        remove_task(&layout, &r);
+        remove_task(
+            &layout,
+            &fw(),
+            &r.launch.task.task_id,
+            &r.exit_path(&layout),
+        );
         assert!(read_records(&layout).expect("read").is_empty());
         assert!(!r.exit_path(&layout).exists());
         assert!(!layout.records_dir().join("fw-1").exists());
@@ -499,10 +520,7 @@ mod tests {
 
     #[test]
     fn the_newest_version_wins_and_a_torn_tail_is_cut_before_the_next_append() {
-        let dir = temp();
-        let layout = Layout {
-            work_dir: dir.clone(),
-        };
+        let (dir, layout) = scratch();
         let mut r = record(&layout, "web.2");
         write_record(&layout, &r, true).expect("first");
         r.killing = true;
@@ -535,16 +553,10 @@ mod tests {
 
     #[test]
     fn big_records_are_compacted_and_stale_temporaries_are_dropped() {
-        let dir = temp();
-        let layout = Layout {
-            work_dir: dir.clone(),
-        };
+        let (dir, layout) = scratch();
         let mut r = record(&layout, "web.3");
         let path = layout.record_file(&r.launch.framework_id, &r.launch.task.task_id);
-        for i in 0..400 {
-            r.started_at = f64::from(i);
-            write_record(&layout, &r, false).expect("written");
-        }
+        append_versions(&layout, &mut r, 0.0, 400);
         let size = std::fs::metadata(&path).expect("record file").len();
         assert!(size <= COMPACT_AT, "{size} bytes");
         assert_eq!(read_records(&layout).expect("read"), vec![r.clone()]);
@@ -552,10 +564,7 @@ mod tests {
         // A task whose id ends in .tmp is a task, and another's compaction cannot touch it.
         let other = record(&layout, "web.3.tmp");
         write_record(&layout, &other, true).expect("written");
-        for i in 0..400 {
-            r.started_at = f64::from(i) + 0.5;
-            write_record(&layout, &r, false).expect("written");
-        }
+        append_versions(&layout, &mut r, 0.5, 400);
         // The temporary file of an interrupted rewrite is dropped.
         let stale = layout.meta().join(format!("{REWRITE_PREFIX}x"));
         std::fs::copy(&path, &stale).expect("copy");
@@ -568,10 +577,7 @@ mod tests {
 
     #[test]
     fn records_of_an_older_agent_move_and_keep_their_exit_file() {
-        let dir = temp();
-        let layout = Layout {
-            work_dir: dir.clone(),
-        };
+        let (dir, layout) = scratch();
         let mut old = record(&layout, "web.4");
         old.exit_file = None;
         let old_dir = dir.join("meta/tasks/fw-1/web.4");
@@ -591,7 +597,12 @@ mod tests {
         );
         assert!(!old_dir.join("task.json").exists());
         assert_eq!(read_records(&layout).expect("read again"), got);
-        remove_task(&layout, &got[0]);
+        remove_task(
+            &layout,
+            &fw(),
+            &got[0].launch.task.task_id,
+            &got[0].exit_path(&layout),
+        );
         assert!(
             !old_dir.exists(),
             "the old directory goes with its last file"

@@ -233,25 +233,28 @@ pub(crate) async fn acknowledged(agent: &Arc<Agent>, key: &TaskKey, status: &Tas
         return;
     }
     let _g = lock.lock().await;
-    let removed = {
+    let mut exit = None;
+    {
         let mut t = agent.table();
-        let removed = t.live.remove(key).map(|e| {
-            let rec = e.record.clone();
+        if let Some(e) = t.live.remove(key) {
+            exit = Some(e.record.exit_path(&agent.layout));
             t.completed.push_back(Done {
                 record: e.record,
                 state: e.state,
                 statuses: e.statuses,
             });
-            rec
-        });
-        while t.completed.len() > COMPLETED_KEPT {
-            t.completed.pop_front();
+            while t.completed.len() > COMPLETED_KEPT {
+                t.completed.pop_front();
+            }
         }
-        removed
-    };
-    if checkpointed && let Some(rec) = removed {
+    }
+    if checkpointed && let Some(exit) = exit {
         let layout = agent.layout.clone();
-        let _ = tokio::task::spawn_blocking(move || checkpoint::remove_task(&layout, &rec)).await;
+        let (fw, task) = key.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            checkpoint::remove_task(&layout, &fw, &task, &exit)
+        })
+        .await;
     }
 }
 
@@ -965,8 +968,11 @@ async fn recover(
             .unwrap_or(TaskState::Staging);
         let acked_terminal = rec.acked.as_ref().is_some_and(|s| s.state.is_terminal());
         if acked_terminal {
-            let l = agent.layout.clone();
-            let _ = tokio::task::spawn_blocking(move || checkpoint::remove_task(&l, &rec)).await;
+            let (l, fw, task) = (agent.layout.clone(), key.0.clone(), key.1.clone());
+            let exit = rec.exit_path(&l);
+            let _ =
+                tokio::task::spawn_blocking(move || checkpoint::remove_task(&l, &fw, &task, &exit))
+                    .await;
             continue;
         }
         let alive = rec.supervisor.is_some_and(|s| s.alive());
