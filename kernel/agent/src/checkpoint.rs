@@ -235,32 +235,46 @@ fn rewrite_record(layout: &Layout, path: &Path, line: &[u8], durable: bool) -> i
     write_atomic_via(path, &tmp, line, durable)
 }
 
+/// Opens a record file for appending, creating it (and its framework's directory) if need
+/// be; says whether it was created. `remove_task` of the framework's last other task removes
+/// that directory when it empties, possibly between our steps, so a vanished directory is
+/// made again.
+fn open_record(layout: &Layout, path: &Path, durable: bool) -> io::Result<(std::fs::File, bool)> {
+    let mut open = std::fs::OpenOptions::new();
+    open.append(true);
+    for _ in 0..3 {
+        match open.open(path) {
+            Ok(f) => return Ok((f, false)),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            Err(_) => {}
+        }
+        match open.clone().create_new(true).open(path) {
+            Ok(f) => return Ok((f, true)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if let Some(dir) = path.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                if durable {
+                    std::fs::File::open(layout.records_dir())?.sync_all()?;
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(io::Error::other(format!(
+        "{} kept vanishing while it was being created",
+        path.display()
+    )))
+}
+
 /// Appends `r` as the newest version of its task's record. With `durable`, it is on disk
 /// when this returns (and so is the file's directory entry, when this call created it: the
 /// first write of a record is the durable one made before the task starts).
 pub(crate) fn write_record(layout: &Layout, r: &TaskRecord, durable: bool) -> io::Result<()> {
     let path = layout.record_file(&r.launch.framework_id, &r.launch.task.task_id);
     let line = record_line(r)?;
-    let append = || std::fs::OpenOptions::new().append(true).open(&path);
-    let (mut f, created) = match append() {
-        Ok(f) => (f, false),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            if let Some(dir) = path.parent()
-                && !dir.exists()
-            {
-                std::fs::create_dir_all(dir)?;
-                if durable {
-                    std::fs::File::open(layout.records_dir())?.sync_all()?;
-                }
-            }
-            let f = std::fs::OpenOptions::new()
-                .append(true)
-                .create(true)
-                .open(&path)?;
-            (f, true)
-        }
-        Err(e) => return Err(e),
-    };
+    let (mut f, created) = open_record(layout, &path, durable)?;
     if f.metadata()?.len() + line.len() as u64 > COMPACT_AT {
         drop(f);
         return rewrite_record(layout, &path, &line, durable);
@@ -498,6 +512,10 @@ mod tests {
         assert!(read_records(&layout).expect("read").is_empty());
         assert!(!r.exit_path(&layout).exists());
         assert!(!layout.records_dir().join("fw-1").exists());
+        // The framework's next task makes its directory again.
+        let next = record(&layout, "web.5");
+        write_record(&layout, &next, true).expect("written after its directory went");
+        assert_eq!(read_records(&layout).expect("read"), vec![next]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
